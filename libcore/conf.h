@@ -1,0 +1,68 @@
+/* conf.h - xmppd.conf: one file read by every daemon and xmppctl.
+ * Format: "key = value" lines, '#' comments, repeatable list keys, and
+ * "[host DOMAIN]" sections for per-domain settings. Every key, its default
+ * and an example are in xmppd.conf(5). Errors name the file and line. */
+#ifndef XMPPD_CONF_H
+#define XMPPD_CONF_H
+
+#include <stddef.h>
+
+#define CONF_MAX_ADDRS 16
+#define CONF_MAX_HOSTS 64
+
+struct conf_host {
+    char *domain;   /* normalized (nameprep) */
+    char *tls_cert; /* PEM chain; NULL: <state_dir>/tls/<domain>.crt (made by `xmppctl start`) */
+    char *tls_key;
+};
+
+struct conf {
+    char *path;          /* the file read, NULL for built-in defaults */
+    char *state_dir;     /* persistent data (tdb files); default ./state in dev, see xmppd.conf(5) */
+    char *run_dir;       /* sockets and pid files; default <state_dir>/run */
+    int log_level;       /* syslog priority 3..7 */
+    char *c2s_listen[CONF_MAX_ADDRS];     /* "ip:port" / "[ip6]:port", STARTTLS port */
+    size_t n_c2s_listen;
+    char *c2s_tls_listen[CONF_MAX_ADDRS]; /* XEP-0368 direct TLS */
+    size_t n_c2s_tls_listen;
+    int allow_plaintext_auth; /* SASL without TLS (loopback benchmarks only) */
+    unsigned sm_shards;       /* N sm instances sm-0..sm-(N-1); users hashed over N */
+    unsigned c2s_instances;   /* c2s-1..c2s-N */
+    unsigned listen_instances;/* listen-1..listen-N (SO_REUSEPORT) */
+    size_t max_stanza_size;   /* bytes; RFC 6120 §13.12 leaves it to the server */
+    unsigned max_depth;
+    unsigned max_attrs;
+    size_t read_rate;         /* bytes/s per connection after the burst */
+    size_t read_burst;
+    size_t out_queue_max;     /* bytes buffered for a client before it is a slow reader */
+    unsigned keepalive_secs;  /* whitespace keepalive interval */
+    unsigned idle_timeout_secs;      /* authenticated idle connection (0 = never) */
+    unsigned handshake_timeout_secs; /* time to authenticate and bind */
+    unsigned scram_iterations;
+    unsigned plain_logins_per_sec;   /* PBKDF2 rate limit for PLAIN, per c2s */
+    int tdb_nosync;           /* survive process crashes only, not power loss */
+    char *router_endpoint;    /* ZeroMQ endpoint the router binds; default ipc://<run_dir>/router */
+    char *c2s_endpoint_fmt;   /* with %u for the instance number; default ipc://<run_dir>/c2s-%u */
+    char *ctl_endpoint_fmt;   /* with %s for the instance name; default ipc://<run_dir>/ctl-%s */
+    unsigned heartbeat_ms;    /* liveness: heartbeat period */
+    unsigned peer_timeout_ms; /* a peer silent this long is dead */
+    int show_version;         /* answer XEP-0092 with the version */
+    struct conf_host hosts[CONF_MAX_HOSTS];
+    size_t n_hosts;
+};
+
+/* Load path (NULL: defaults only, domain "localhost"); 0, or -1 with
+ * "file:line: message" in err. */
+int conf_load(const char *path, struct conf *c, char *err, size_t errlen);
+/* Free what conf_load allocated. */
+void conf_free(struct conf *c);
+/* The host section for a normalized domain, or NULL if not served. */
+const struct conf_host *conf_host(const struct conf *c, const char *domain, size_t len);
+/* Endpoint of a daemon's control socket into out. */
+void conf_ctl_endpoint(const struct conf *c, const char *instance, char *out, size_t size);
+/* Endpoint of c2s instance n (1-based) into out. */
+void conf_c2s_endpoint(const struct conf *c, unsigned n, char *out, size_t size);
+/* TLS certificate/key paths for a host (configured or the dev default). */
+void conf_tls_paths(const struct conf *c, const struct conf_host *h, char *cert, char *key, size_t size);
+
+#endif
