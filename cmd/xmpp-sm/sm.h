@@ -1,0 +1,107 @@
+/* sm.h - state shared by the files of xmpp-sm, the session manager of one
+ * shard: accounts (sm_accounts.c), sessions and delivery (sm_sessions.c),
+ * IQs answered by the server (sm_iq.c), and the daemon around them (sm.c). */
+#ifndef XMPPD_SM_H
+#define XMPPD_SM_H
+
+#include <stdint.h>
+
+#include "buf.h"
+#include "daemon.h"
+#include "hmap.h"
+#include "ipc.h"
+#include "msg.h"
+#include "peer.h"
+#include "store.h"
+
+/* A resource that received our user's directed available presence
+ * (RFC 6121 §4.6): it must hear of our unavailability. */
+struct directed {
+    struct directed *next;
+    char jid[];
+};
+
+struct sm_user;
+
+struct session {
+    char *full;              /* "user@domain/resource", key of sm.sessions */
+    size_t bare_len;         /* length of the bare prefix */
+    char c2s[PEER_NAME_MAX]; /* the c2s instance holding the connection */
+    uint64_t conn;
+    int available;           /* sent initial presence, not yet unavailable */
+    int priority;            /* RFC 6121 §4.7.2.3, -128..127 */
+    char *presence;          /* last broadcast presence (canonical XML) */
+    struct directed *directed;
+    struct sm_user *user;
+    struct session *next_of_user;
+    uint64_t since;          /* time() of binding */
+};
+
+/* The online sessions of one bare JID. */
+struct sm_user {
+    char *bare;              /* key of sm.users */
+    struct session *sessions;
+    unsigned count;
+};
+
+/* A stanza held while the shard re-learns its sessions after a restart. */
+struct held {
+    struct held *next;
+    struct buf rec;          /* the encoded record */
+};
+
+struct sm {
+    struct daemon *d;
+    unsigned shard;
+    ipc_t *router;
+    peer_client_t *link;
+    store_t *accounts;
+    unsigned char secret[32];  /* for fake verifiers, persistent */
+    struct hmap sessions;      /* full JID -> struct session */
+    struct hmap users;         /* bare JID -> struct sm_user */
+    /* resync after a restart (DESIGN §3): c2s instances still to report */
+    int resyncing;
+    char expect[16][PEER_NAME_MAX];
+    unsigned nexpect;
+    struct held *held, **held_tail;
+    unsigned nheld;
+    loop_timer_t *resync_timer;
+    struct sm_counters {
+        unsigned long long in[KIND_END], delivered, errors_sent, dropped, bounced_in;
+        unsigned long long auth_lookups, binds, ends, kicks;
+    } n;
+};
+
+extern struct sm SM;
+
+/* sm_accounts.c */
+int sm_accounts_open(struct sm *sm);
+void sm_accounts_close(struct sm *sm);
+/* 1 if the account exists, 0 if not, -1 on a storage error. */
+int sm_account_exists(struct sm *sm, const char *bare, size_t len);
+void sm_auth_lookup(struct sm *sm, const struct msg *m);
+int sm_accounts_ctl(struct sm *sm, int argc, char **argv, const char *input, size_t input_len, struct ctl_req *r);
+
+/* sm_sessions.c */
+void sm_session_bind(struct sm *sm, const struct msg *m);
+void sm_session_end(struct sm *sm, const struct msg *m);
+void sm_sessions_of_c2s_gone(struct sm *sm, const char *c2s);
+/* End every session of a bare JID (account removed); cond = stream error. */
+void sm_kick_user(struct sm *sm, const char *bare, unsigned cond, const char *text);
+void sm_stanza(struct sm *sm, const struct msg *m);
+void sm_bounce(struct sm *sm, const struct msg *m);
+int sm_sessions_ctl(struct sm *sm, int argc, char **argv, struct ctl_req *r);
+/* Hand a stanza the server made (reply, error) to its recipient. */
+void sm_send_stanza(struct sm *sm, unsigned kind, unsigned stype, const char *from, const char *to,
+                    const char *body, size_t len, uint64_t trace);
+/* Send an error reply to a stanza (never to an error). */
+void sm_reply_error(struct sm *sm, const struct msg *m, unsigned cond, const char *text);
+
+/* sm_iq.c */
+/* An IQ addressed to the server's domain (or to a user's bare JID when
+ * for_user); answers it or replies with an error. */
+void sm_iq_to_server(struct sm *sm, const struct msg *m, int for_user);
+/* Namespaces the server answers (for disco#info). */
+void sm_iq_features(struct sm *sm, struct buf *out);
+
+#endif

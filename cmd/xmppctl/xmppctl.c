@@ -1,0 +1,525 @@
+/* xmppctl.c - the administration tool (xmppctl(8)): asks the daemons over
+ * their control sockets and prints tab-separated rows (or JSON). Exit
+ * codes: 0 ok, 1 failed, 2 usage, 3 a daemon did not answer. Passwords
+ * come from standard input or a prompt, never argv, and are turned into
+ * SCRAM verifiers here: no password ever crosses a socket. */
+#include "config.h"
+#include "xmppctl.h"
+#include "buf.h"
+#include "jid.h"
+#include "msg.h"
+#include "scram.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define REPLY_TIMEOUT_MS 5000
+#define IMPORT_WINDOW 512
+
+static int opt_json, opt_header;
+static void *zctx;
+static int printed_any_json;
+
+struct reply {
+    int status;
+    struct buf cols, rows, message;
+};
+
+static void reply_free(struct reply *r)
+{
+    buf_free(&r->cols);
+    buf_free(&r->rows);
+    buf_free(&r->message);
+}
+
+/* ---------------- talking to a daemon ---------------- */
+
+static void *connect_ctl(const struct conf *c, const char *instance)
+{
+    char ep[1024];
+    conf_ctl_endpoint(c, instance, ep, sizeof ep);
+    if (strncmp(ep, "ipc://", 6) == 0) {
+        struct stat st;
+        if (stat(ep + 6, &st) < 0) return NULL; /* not running: fail fast */
+    }
+    if (!zctx) zctx = zmq_ctx_new();
+    void *s = zmq_socket(zctx, ZMQ_DEALER);
+    /* a printable routing id: daemons refuse ZeroMQ's generated binary ones */
+    static unsigned serial;
+    char id[64];
+    snprintf(id, sizeof id, "xmppctl-%ld-%u", (long)getpid(), serial++);
+    zmq_setsockopt(s, ZMQ_ROUTING_ID, id, strlen(id));
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(s, ep) < 0) {
+        zmq_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int send_request(void *s, const char *line, const char *input, size_t input_len)
+{
+    struct msg m;
+    struct buf b = { 0 };
+    msg_init(&m, MSG_CTL_REQUEST);
+    msg_set(&m, 0, line);
+    msg_setn(&m, 1, input ? input : "", input ? input_len : 0);
+    int rc = msg_encode(&m, &b) == 0 && zmq_send(s, b.data, b.len, 0) >= 0 ? 0 : -1;
+    buf_free(&b);
+    return rc;
+}
+
+/* Wait for one reply; 0, or -1 on timeout / garbage. */
+static int recv_reply(void *s, int timeout_ms, struct reply *r)
+{
+    zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll(&item, 1, timeout_ms) <= 0) return -1;
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    int rc = -1;
+    if (zmq_msg_recv(&part, s, 0) < 0) goto out;
+    struct msg m;
+    size_t used;
+    const char *err;
+    if (msg_decode(zmq_msg_data(&part), zmq_msg_size(&part), &m, &used, &err) < 0 || m.type != MSG_CTL_REPLY)
+        goto out;
+    memset(r, 0, sizeof *r);
+    r->status = (int)m.num;
+    buf_add(&r->cols, m.f[0].p, m.f[0].n);
+    buf_add(&r->rows, m.f[1].p, m.f[1].n);
+    buf_add(&r->message, m.f[2].p, m.f[2].n);
+    rc = 0;
+out:
+    zmq_msg_close(&part);
+    return rc;
+}
+
+/* One request to one instance; returns 0 or -1 (unreachable). */
+static int ask(const struct conf *c, const char *instance, const char *line, const char *input,
+               size_t input_len, int timeout_ms, struct reply *r)
+{
+    void *s = connect_ctl(c, instance);
+    if (!s) return -1;
+    int rc = send_request(s, line, input, input_len) == 0 ? recv_reply(s, timeout_ms, r) : -1;
+    zmq_close(s);
+    return rc;
+}
+
+int ctl_ping(const struct conf *c, const char *instance, int timeout_ms)
+{
+    struct reply r;
+    if (ask(c, instance, "status", NULL, 0, timeout_ms, &r) < 0) return 0;
+    reply_free(&r);
+    return 1;
+}
+
+/* ---------------- output ---------------- */
+
+static void json_string(const char *p, size_t n)
+{
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch == '"' || ch == '\\') printf("\\%c", ch);
+        else if (ch == '\n') fputs("\\n", stdout);
+        else if (ch == '\t') fputs("\\t", stdout);
+        else if (ch < 0x20) printf("\\u%04x", ch);
+        else putchar(ch);
+    }
+    putchar('"');
+}
+
+/* Print rows: TSV, or JSON objects keyed by the column names. */
+static void print_rows(const struct reply *r)
+{
+    const char *rows = r->rows.data ? r->rows.data : "";
+    size_t len = r->rows.len;
+    if (!opt_json) {
+        if (opt_header && r->cols.len && !printed_any_json) {
+            printf("%.*s\n", (int)r->cols.len, r->cols.data);
+            printed_any_json = 1;
+        }
+        fwrite(rows, 1, len, stdout);
+        return;
+    }
+    char *cols[64];
+    size_t ncols = 0;
+    char *colbuf = strndup(r->cols.data ? r->cols.data : "", r->cols.len);
+    for (char *save = NULL, *t = strtok_r(colbuf, "\t", &save); t && ncols < 64; t = strtok_r(NULL, "\t", &save))
+        cols[ncols++] = t;
+    const char *p = rows, *end = rows + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) nl = end;
+        printf("%s{", printed_any_json ? ",\n " : "[");
+        printed_any_json = 1;
+        size_t col = 0;
+        const char *f = p;
+        while (f <= nl) {
+            const char *tab = memchr(f, '\t', (size_t)(nl - f));
+            if (!tab) tab = nl;
+            if (col) putchar(',');
+            char name[32];
+            if (col < ncols) json_string(cols[col], strlen(cols[col]));
+            else {
+                snprintf(name, sizeof name, "field%zu", col);
+                json_string(name, strlen(name));
+            }
+            putchar(':');
+            json_string(f, (size_t)(tab - f));
+            col++;
+            f = tab + 1;
+        }
+        putchar('}');
+        p = nl + 1;
+    }
+    free(colbuf);
+}
+
+static void json_end(void)
+{
+    if (opt_json) puts(printed_any_json ? "]" : "[]");
+}
+
+static int report(const char *instance, const struct reply *r)
+{
+    print_rows(r);
+    if (r->message.len) fprintf(stderr, "%s: %.*s\n", instance, (int)r->message.len, r->message.data);
+    return r->status;
+}
+
+/* ---------------- commands ---------------- */
+
+/* Join argv with tabs into out. */
+static void join_args(struct buf *out, int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        if (i) buf_adds(out, "\t");
+        buf_adds(out, argv[i]);
+    }
+}
+
+/* Ask every instance (or those whose name starts with prefix). */
+static int ask_all(const struct conf *c, const char *prefix, const char *line, int down_rows)
+{
+    struct instance all[MAX_INSTANCES];
+    size_t n = ctl_instances(c, all, MAX_INSTANCES);
+    int rc = EXIT_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (prefix && strncmp(all[i].name, prefix, strlen(prefix)) != 0) continue;
+        struct reply r;
+        if (ask(c, all[i].name, line, NULL, 0, REPLY_TIMEOUT_MS, &r) < 0) {
+            if (down_rows && !opt_json) printf("%s\t%s\t-\t-\t-\t-\tdown\n", all[i].name, all[i].program + 5);
+            else fprintf(stderr, "xmppctl: %s is not answering\n", all[i].name);
+            rc = EXIT_UNREACHABLE;
+            continue;
+        }
+        int st = report(all[i].name, &r);
+        if (st && rc == EXIT_OK) rc = st;
+        reply_free(&r);
+    }
+    return rc;
+}
+
+static int shard_instance(const struct conf *c, const char *jid_arg, char *instance, size_t size)
+{
+    char norm[JID_STR_MAX], bare[JID_STR_MAX];
+    if (jid_normalize(jid_arg, strlen(jid_arg), norm, sizeof norm) < 0 ||
+        jid_bare_of(norm, strlen(norm), bare, sizeof bare) < 0) {
+        fprintf(stderr, "xmppctl: '%s' is not a valid JID\n", jid_arg);
+        return -1;
+    }
+    snprintf(instance, size, "sm-%u", jid_shard(bare, strlen(bare), c->sm_shards));
+    return 0;
+}
+
+/* Read one line (without newline) from stdin, without echo on a tty. */
+static int read_secret(const char *prompt, char *out, size_t size)
+{
+    struct termios old, noecho;
+    int tty = isatty(0);
+    if (tty) {
+        fprintf(stderr, "%s", prompt);
+        tcgetattr(0, &old);
+        noecho = old;
+        noecho.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(0, TCSANOW, &noecho);
+    }
+    char *ok = fgets(out, (int)size, stdin);
+    if (tty) {
+        tcsetattr(0, TCSANOW, &old);
+        fputc('\n', stderr);
+    }
+    if (!ok) return -1;
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
+}
+
+static int make_verifiers(const struct conf *c, const char *password, struct buf *out)
+{
+    struct scram_verifier v[SCRAM_MECH_COUNT];
+    char line[SCRAM_AUTHPW_MAX];
+    if (scram_make_all(password, c->scram_iterations, v) < 0) return -1;
+    for (int i = 0; i < SCRAM_MECH_COUNT; i++) {
+        if (scram_to_authpassword(&v[i], line, sizeof line) < 0) return -1;
+        buf_adds(out, line);
+        buf_adds(out, "\n");
+    }
+    return 0;
+}
+
+static int cmd_account(const struct conf *c, const char *verb, const char *jid)
+{
+    char instance[64], pw[4096], again[4096];
+    if (shard_instance(c, jid, instance, sizeof instance) < 0) return EXIT_USAGE;
+    struct buf line = { 0 }, input = { 0 };
+    buf_addf(&line, "%s\t%s", verb, jid);
+    int rc = EXIT_FAILED;
+    if (strcmp(verb, "unregister") != 0) {
+        if (read_secret("Password: ", pw, sizeof pw) < 0 || !pw[0]) {
+            fprintf(stderr, "xmppctl: no password given on standard input\n");
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        if (isatty(0) && (read_secret("Again: ", again, sizeof again) < 0 || strcmp(pw, again) != 0)) {
+            fprintf(stderr, "xmppctl: the passwords differ\n");
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        if (make_verifiers(c, pw, &input) < 0) {
+            fprintf(stderr, "xmppctl: this password cannot be used (SASLprep refuses it)\n");
+            rc = EXIT_USAGE;
+            goto out;
+        }
+    }
+    struct reply r;
+    if (ask(c, instance, buf_cstr(&line), input.data, input.len, REPLY_TIMEOUT_MS, &r) < 0) {
+        fprintf(stderr, "xmppctl: %s is not answering\n", instance);
+        rc = EXIT_UNREACHABLE;
+        goto out;
+    }
+    rc = report(instance, &r);
+    reply_free(&r);
+out:
+    explicit_bzero(pw, sizeof pw);
+    explicit_bzero(again, sizeof again);
+    buf_free(&line);
+    if (input.data) explicit_bzero(input.data, input.cap);
+    buf_free(&input);
+    return rc;
+}
+
+/* import-users: "jid<TAB>password" lines; pipelined per shard. */
+static int cmd_import(const struct conf *c)
+{
+    void *socks[64] = { 0 };
+    unsigned outstanding[64] = { 0 };
+    char line[8192];
+    unsigned long n = 0, failed = 0, lineno = 0;
+    int rc = EXIT_OK;
+    while (fgets(line, sizeof line, stdin)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = '\0';
+        if (!line[0] || line[0] == '#') continue;
+        char *tab = strchr(line, '\t');
+        char instance[64];
+        if (!tab || !tab[1] || shard_instance(c, (*tab = '\0', line), instance, sizeof instance) < 0) {
+            fprintf(stderr, "xmppctl: line %lu: expected JID<TAB>PASSWORD\n", lineno);
+            failed++;
+            continue;
+        }
+        unsigned k = (unsigned)atoi(instance + 3); /* "sm-K" */
+        if (!socks[k] && !(socks[k] = connect_ctl(c, instance))) {
+            fprintf(stderr, "xmppctl: %s is not answering\n", instance);
+            rc = EXIT_UNREACHABLE;
+            break;
+        }
+        struct buf req = { 0 }, input = { 0 };
+        buf_addf(&req, "register\t%s", line);
+        if (make_verifiers(c, tab + 1, &input) < 0) {
+            fprintf(stderr, "xmppctl: line %lu: unusable password\n", lineno);
+            failed++;
+        } else if (send_request(socks[k], buf_cstr(&req), input.data, input.len) == 0) {
+            outstanding[k]++;
+            n++;
+        }
+        buf_free(&req);
+        buf_free(&input);
+        while (outstanding[k] >= IMPORT_WINDOW) {
+            struct reply r;
+            if (recv_reply(socks[k], REPLY_TIMEOUT_MS, &r) < 0) { rc = EXIT_UNREACHABLE; goto out; }
+            outstanding[k]--;
+            if (r.status) { failed++; report(instance, &r); }
+            reply_free(&r);
+        }
+    }
+    for (unsigned k = 0; k < 64; k++) {
+        while (socks[k] && outstanding[k]) {
+            struct reply r;
+            if (recv_reply(socks[k], REPLY_TIMEOUT_MS * 4, &r) < 0) { rc = EXIT_UNREACHABLE; goto out; }
+            outstanding[k]--;
+            if (r.status) { failed++; report("import", &r); }
+            reply_free(&r);
+        }
+    }
+out:
+    for (unsigned k = 0; k < 64; k++) if (socks[k]) zmq_close(socks[k]);
+    fprintf(stderr, "xmppctl: %lu accounts sent, %lu failed\n", n, failed);
+    if (rc == EXIT_OK && failed) rc = EXIT_FAILED;
+    return rc;
+}
+
+static int cmd_loglevel(const struct conf *c, int argc, char **argv)
+{
+    /* loglevel | loglevel LEVEL | loglevel DAEMON [LEVEL] */
+    const char *target = NULL, *level = NULL;
+    if (argc == 2) {
+        if (strchr(argv[1], '-') || strcmp(argv[1], "sm") == 0 || strcmp(argv[1], "c2s") == 0 ||
+            strcmp(argv[1], "listen") == 0 || strcmp(argv[1], "router") == 0) target = argv[1];
+        else level = argv[1];
+    } else if (argc == 3) {
+        target = argv[1];
+        level = argv[2];
+    } else if (argc != 1) {
+        return EXIT_USAGE;
+    }
+    char line[128];
+    snprintf(line, sizeof line, "loglevel%s%s", level ? "\t" : "", level ? level : "");
+    return ask_all(c, target, line, 0);
+}
+
+/* Run from a build tree without a configuration: the state lives in the
+ * checkout (./state), so `./dev up` needs neither root nor a config file. */
+static void default_dev_state_dir(void)
+{
+    char self[4096];
+    if (getenv("XMPPD_STATE_DIR")) return;
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return;
+    self[n] = '\0';
+    size_t bl = strlen(XMPPD_ABS_BUILDDIR);
+    if (strncmp(self, XMPPD_ABS_BUILDDIR "/", bl + 1) != 0) return;
+    char state[4200];
+    snprintf(state, sizeof state, "%s/state", XMPPD_ABS_SRCDIR);
+    setenv("XMPPD_STATE_DIR", state, 1);
+}
+
+static void usage(FILE *to)
+{
+    fputs("usage: xmppctl [-c FILE] [--json] [--header] COMMAND [ARGS]\n"
+          "  start | stop                  run or stop every daemon (no systemd)\n"
+          "  status                        which daemons run, versions, epochs, uptimes\n"
+          "  stats                         counters of every daemon\n"
+          "  register JID | passwd JID     password from standard input or a prompt\n"
+          "  unregister JID                remove an account\n"
+          "  import-users                  JID<TAB>PASSWORD lines on standard input\n"
+          "  users [DOMAIN]                list accounts\n"
+          "  sessions                      list sessions\n"
+          "  kick JID                      end a session (a bare JID: all of them)\n"
+          "  loglevel [DAEMON] [LEVEL]     show or set log levels at run time\n"
+          "  reload                        re-read configuration and certificates\n"
+          "  peers                         the router's view of the daemons\n"
+          "See xmppctl(8).\n", to);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "config", required_argument, NULL, 'c' }, { "json", no_argument, NULL, 'j' },
+        { "header", no_argument, NULL, 'H' },       { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },      { NULL, 0, NULL, 0 },
+    };
+    const char *conf_path = NULL;
+    int opt;
+    /* options may also follow the command: `xmppctl start -c FILE` */
+    while ((opt = getopt_long(argc, argv, "+c:jHhV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': conf_path = optarg; break;
+        case 'j': opt_json = 1; break;
+        case 'H': opt_header = 1; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        case 'V': printf("xmppctl %s\n", PACKAGE_VERSION); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    int cargc = argc - optind;
+    char **cargv = argv + optind;
+    if (cargc < 1) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    /* trailing options after the command */
+    for (int i = 1; i < cargc;) {
+        if ((strcmp(cargv[i], "-c") == 0 || strcmp(cargv[i], "--config") == 0) && i + 1 < cargc) {
+            conf_path = cargv[i + 1];
+            memmove(&cargv[i], &cargv[i + 2], (size_t)(cargc - i - 2) * sizeof *cargv);
+            cargc -= 2;
+        } else if (strcmp(cargv[i], "--json") == 0 || strcmp(cargv[i], "--header") == 0) {
+            if (cargv[i][2] == 'j') opt_json = 1;
+            else opt_header = 1;
+            memmove(&cargv[i], &cargv[i + 1], (size_t)(cargc - i - 1) * sizeof *cargv);
+            cargc--;
+        } else {
+            i++;
+        }
+    }
+    if (!conf_path && getenv("XMPPD_CONF")) conf_path = getenv("XMPPD_CONF");
+    if (!conf_path) default_dev_state_dir();
+    struct conf c;
+    char err[512];
+    if (conf_load(conf_path, &c, err, sizeof err) < 0) {
+        fprintf(stderr, "xmppctl: configuration: %s\n", err);
+        return EXIT_FAILED;
+    }
+    const char *cmd = cargv[0];
+    int rc = EXIT_USAGE;
+    struct buf line = { 0 };
+    if (strcmp(cmd, "start") == 0 && cargc == 1) {
+        rc = ctl_start(&c, conf_path);
+    } else if (strcmp(cmd, "stop") == 0 && cargc == 1) {
+        rc = ctl_stop(&c);
+    } else if ((strcmp(cmd, "status") == 0 || strcmp(cmd, "stats") == 0 || strcmp(cmd, "reload") == 0) && cargc == 1) {
+        rc = ask_all(&c, NULL, cmd, strcmp(cmd, "status") == 0);
+        json_end();
+    } else if ((strcmp(cmd, "register") == 0 || strcmp(cmd, "passwd") == 0 || strcmp(cmd, "unregister") == 0) &&
+               cargc == 2) {
+        rc = cmd_account(&c, cmd, cargv[1]);
+    } else if (strcmp(cmd, "import-users") == 0 && cargc == 1) {
+        rc = cmd_import(&c);
+    } else if ((strcmp(cmd, "users") == 0 && cargc <= 2) || (strcmp(cmd, "sessions") == 0 && cargc == 1)) {
+        join_args(&line, cargc, cargv);
+        rc = ask_all(&c, "sm-", buf_cstr(&line), 0);
+        json_end();
+    } else if (strcmp(cmd, "kick") == 0 && cargc == 2) {
+        char instance[64];
+        struct reply r;
+        join_args(&line, cargc, cargv);
+        if (shard_instance(&c, cargv[1], instance, sizeof instance) < 0) rc = EXIT_USAGE;
+        else if (ask(&c, instance, buf_cstr(&line), NULL, 0, REPLY_TIMEOUT_MS, &r) < 0) rc = EXIT_UNREACHABLE;
+        else {
+            rc = report(instance, &r);
+            reply_free(&r);
+        }
+        json_end();
+    } else if (strcmp(cmd, "loglevel") == 0) {
+        rc = cmd_loglevel(&c, cargc, cargv);
+        json_end();
+    } else if (strcmp(cmd, "peers") == 0 && cargc == 1) {
+        rc = ask_all(&c, "router-", "peers", 0);
+        json_end();
+    }
+    if (rc == EXIT_USAGE && !line.len) usage(stderr);
+    if (rc == EXIT_UNREACHABLE) fprintf(stderr, "xmppctl: a daemon did not answer (is the server running?)\n");
+    buf_free(&line);
+    conf_free(&c);
+    if (zctx) zmq_ctx_term(zctx);
+    return rc;
+}
