@@ -1,11 +1,12 @@
 /* xml.c - the arena-allocated DOM of xml.h and its canonical serializer.
  * A tree's nodes, attributes and strings are carved out of blocks that
  * belong to the root's arena: building a stanza costs one or two mallocs,
- * freeing it one free per block. Strings are never changed in place, so
- * nodes of one arena may share them. The serializer writes the one
- * canonical form (see xml.h) and refuses content XML 1.0 cannot carry
- * (invalid UTF-8, control characters), so its output always re-parses to
- * an equal tree. xml_parse() lives in xmlstream.c, next to the parser. */
+ * freeing it one free per block. Names and attribute strings are never
+ * changed in place, so nodes of one arena may share them (only text grows
+ * in place). The serializer writes the one canonical form (see xml.h) and
+ * refuses content XML 1.0 cannot carry (invalid UTF-8, control
+ * characters), so its output always re-parses to an equal tree.
+ * xml_parse() lives in xmlstream.c, next to the parser. */
 #include "config.h"
 #include "xml.h"
 
@@ -28,7 +29,7 @@ struct xml_block {
 struct xml_arena {
     struct xml_block *cur;  /* block that serves small allocations */
     struct xml_block *last; /* block of the latest allocation */
-    size_t total;          /* bytes obtained from malloc */
+    size_t total;           /* bytes obtained from malloc */
     xml_node_t *root;
 };
 
@@ -198,15 +199,16 @@ xml_node_t *xml_new(const char *name, const char *ns)
     struct xml_arena *a = arena_new();
     if (!a) return NULL;
     xml_node_t *n = node_new(a, XML_NODE_ELEM);
-    if (!n) goto fail;
-    n->name = arena_strdup(a, name);
-    n->ns = arena_ns(a, ns, NULL);
-    if (!n->name || !n->ns) goto fail;
+    if (n) {
+        n->name = arena_strdup(a, name);
+        n->ns = arena_ns(a, ns, NULL);
+    }
+    if (!n || !n->name || !n->ns) {
+        arena_free(a);
+        return NULL;
+    }
     a->root = n;
     return n;
-fail:
-    arena_free(a);
-    return NULL;
 }
 
 void xml_free(xml_node_t *root)
@@ -240,7 +242,7 @@ static int text_extend(xml_node_t *t, const char *text, size_t len)
     struct xml_block *b = t->arena->last;
     char *end = (char *)t->text + t->text_len + 1;
     if (end == b->data + b->used && len <= b->size - b->used) {
-        memcpy(end - 1, text, len);
+        memmove(end - 1, text, len);
         end[len - 1] = '\0';
         b->used += len;
     } else {

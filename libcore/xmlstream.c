@@ -1,24 +1,39 @@
-/* xmlstream.c - the client XML stream parser: untrusted bytes in, the
- * stream header and then one complete top-level element at a time out.
+/* xmlstream.c - the client XML stream parser of xmlstream.h: a byte
+ * scanner that cuts untrusted input into complete units and enforces the
+ * limits, libxml2's push SAX2 parser that alone judges each unit as
+ * restricted XML (RFC 6120 §11), and the builder that turns its events into
+ * xml.h trees; xml_parse() (xml.h) runs on the same machinery. */
+#include "config.h"
+#include "xmlstream.h"
+
+#include <libxml/parser.h>
+#include <libxml/dict.h>
+#include <libxml/xmlerror.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* How it works.
  *
- * Two layers. A small byte scanner finds where each "unit" ends: in the
- * prolog, each construct up to its closing '>' (the last one being the
- * stream header's start tag); after the header, each complete top-level
- * element, the stream's end tag, or a stray comment/PI at stream level. It
- * tracks only tags, quotes, comments, CDATA and depth, checks UTF-8 and
- * enforces the limits (stanza bytes, depth, attributes per tag) before
- * libxml2 sees a byte. Whitespace between top-level elements never reaches
- * libxml2. Then libxml2's push parser gets exactly one unit per
- * xmlParseChunk() call and alone decides well-formedness; the tree comes
- * from its SAX2 callbacks only. After each unit we check that libxml2 saw
- * what the scanner cut (one element, the header, the close): if the two
+ * The scanner finds where each unit ends: in the prolog, each construct up
+ * to its closing '>' (the last one being the stream header's start tag);
+ * after the header, each complete top-level element, the stream's end tag,
+ * or a stray comment/PI at stream level. It tracks only tags, quotes,
+ * comments, CDATA and depth, checks UTF-8, and enforces stanza bytes, depth
+ * and attributes per tag before libxml2 sees a byte. Whitespace between
+ * top-level elements never reaches libxml2. libxml2 then gets exactly one
+ * unit per xmlParseChunk() call and alone decides well-formedness; trees
+ * come from its SAX2 callbacks only. After each unit we check that libxml2
+ * saw what the scanner cut (one element, the header, the close): if the two
  * ever disagree, the stream fails instead of guessing.
  *
- * Because units are cut on content, not on read boundaries, every split of
- * the input gives the same calls to libxml2 and the same callbacks, and
- * pause mode can stop exactly after a unit. A unit split across reads is
- * kept in `pending` (at most max_stanza bytes); one that arrives whole is
- * handed to libxml2 straight from the caller's buffer.
+ * Units are cut on content, not on read boundaries, so every split of the
+ * input gives the same calls to libxml2 and the same callbacks, and pause
+ * mode can stop exactly after a unit. A unit split across reads is kept in
+ * `pending` (at most max_stanza bytes); one that arrives whole is handed to
+ * libxml2 straight from the caller's buffer.
  *
  * The libxml2 context is a cache: it may be dropped between units (idle,
  * dictionary too big, large unit, many bytes) and is recreated by feeding
@@ -27,27 +42,15 @@
  *
  * libxml2 2.9.14 facts handled here (DESIGN §10): a fully populated SAX2
  * handler (never xmlSAXVersion() defaults) whose DTD, entity, comment and
- * PI callbacks stop the parser (RFC 6120 §11.1); non-NULL user_data;
- * XML_PARSE_NONET only; version and encoding checked in startDocument; our
- * own depth, attribute and name limits. xml_parse() (xml.h) runs on the
- * same machinery with a thread-local cached parser. */
-#include "config.h"
-#include "xmlstream.h"
-
-#include <libxml/parser.h>
-#include <libxml/dict.h>
-#include <libxml/parserInternals.h>
-#include <libxml/xmlerror.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
+ * PI callbacks stop the parser; non-NULL user_data; XML_PARSE_NONET only;
+ * version and encoding checked in startDocument; our own depth, attribute
+ * and name limits; "&#38;" left in attribute values decoded. */
 
 #define CTXT_COST 16384            /* approximate bytes of one libxml2 push context */
 #define BIG_UNIT 65536             /* drop the context after a unit this large */
 #define MAX_FED (16u << 20)        /* ... or after this many bytes */
 #define SCRATCH_KEEP 16384         /* scratch buffers above this are freed after a unit */
+#define DICT_KEEP 131072           /* drop the context once its names take this many bytes */
 #define FRAGMENT_ROOT "xmppd-fragment"
 
 enum phase { PH_PROLOG, PH_CONTENT, PH_CLOSED };
@@ -115,6 +118,7 @@ struct xmlstream {
     unsigned dflt_depth;    /* depth of the outermost default ns declaration, 0 = none */
 };
 
+/* Stream error condition names, RFC 6120 §4.9.3. */
 static const char *const conditions[] = {
     [XS_OK] = "undefined-condition",
     [XS_ERR_NOT_WELL_FORMED] = "not-well-formed",
@@ -264,7 +268,19 @@ static void sx_sax1_end(void *ctx, const xmlChar *name)
     fail(ctx, XS_ERR_NOMEM, "libxml2 used the SAX1 interface");
 }
 
-/* The XML declaration, if any, has been parsed: only XML 1.0 in UTF-8. */
+/* The encoding the XML declaration named or libxml2 switched to, if it is
+ * not UTF-8 ("?" if unnamed); NULL for UTF-8. */
+static const char *foreign_encoding(xmlParserCtxtPtr c)
+{
+    const char *enc = (const char *)c->encoding;
+    if (!enc && c->input) enc = (const char *)c->input->encoding;
+    if (enc && strcasecmp(enc, "UTF-8") != 0) return enc;
+    if (c->input && c->input->buf && c->input->buf->encoder) return enc ? enc : "?";
+    return NULL;
+}
+
+/* The XML declaration, if any, has been parsed: only XML 1.0 (RFC 6120
+ * §11.8) in UTF-8 (§11.6). */
 static void sx_start_document(void *ctx)
 {
     xmlstream_t *xs = ctx;
@@ -274,13 +290,27 @@ static void sx_start_document(void *ctx)
         fail(xs, XS_ERR_UNSUPPORTED_VERSION, "XML version %.20s", (const char *)c->version);
         return;
     }
-    const char *enc = (const char *)c->encoding;
-    if (!enc && c->input) enc = (const char *)c->input->encoding;
-    if ((enc && strcasecmp(enc, "UTF-8") != 0) ||
-        (c->input && c->input->buf && c->input->buf->encoder)) {
-        fail(xs, XS_ERR_UNSUPPORTED_ENCODING, "encoding %.40s (RFC 6120 §11.6: UTF-8 only)",
-             enc ? enc : "?");
+    const char *enc = foreign_encoding(c);
+    if (enc) fail(xs, XS_ERR_UNSUPPORTED_ENCODING, "encoding %.40s: UTF-8 only", enc);
+}
+
+/* The stream error for libxml2 error code. */
+static enum xmlstream_err error_condition(xmlstream_t *xs, int code)
+{
+    switch (code) {
+    case XML_WAR_UNKNOWN_VERSION:
+    case XML_ERR_UNKNOWN_VERSION: return XS_ERR_UNSUPPORTED_VERSION;
+    case XML_ERR_UNSUPPORTED_ENCODING:
+    case XML_ERR_UNKNOWN_ENCODING:
+    case XML_ERR_INVALID_ENCODING: return XS_ERR_UNSUPPORTED_ENCODING;
+    case XML_ERR_NO_MEMORY: return XS_ERR_NOMEM;
+    default: break;
     }
+    /* the declaration named an encoding libxml2 switched to, and the rest
+     * of it no longer decodes (e.g. encoding='UTF-32') */
+    if (xs->ctxt && xs->ctxt->instate == XML_PARSER_START && foreign_encoding(xs->ctxt))
+        return XS_ERR_UNSUPPORTED_ENCODING;
+    return XS_ERR_NOT_WELL_FORMED;
 }
 
 /* Every libxml2 error and warning. Only recorded: libxml2 stops feeding
@@ -289,18 +319,13 @@ static void sx_start_document(void *ctx)
 static void sx_serror(void *ctx, xmlErrorPtr e)
 {
     xmlstream_t *xs = ctx;
-    enum xmlstream_err code = XS_ERR_NOT_WELL_FORMED;
     if (xs->err) return;
+    /* A namespace name that is not a valid URI is not a well-formedness
+     * error (XML Names §2.2 only says it should be a URI reference), and
+     * expat-based servers accept it: let it pass. */
+    if (e->code == XML_WAR_NS_URI || e->code == XML_WAR_NS_URI_RELATIVE) return;
     if (e->level == XML_ERR_WARNING && e->code != XML_WAR_UNKNOWN_VERSION) return;
-    switch (e->code) {
-    case XML_WAR_UNKNOWN_VERSION:
-    case XML_ERR_UNKNOWN_VERSION: code = XS_ERR_UNSUPPORTED_VERSION; break;
-    case XML_ERR_UNSUPPORTED_ENCODING:
-    case XML_ERR_UNKNOWN_ENCODING: code = XS_ERR_UNSUPPORTED_ENCODING; break;
-    case XML_ERR_NO_MEMORY: code = XS_ERR_NOMEM; break;
-    default: break;
-    }
-    xs->err = code;
+    xs->err = error_condition(xs, e->code);
     const char *msg = e->message ? e->message : "error";
     int n = (int)strcspn(msg, "\n");
     snprintf(xs->errtext, sizeof xs->errtext, "%.*s", n > 150 ? 150 : n, msg);
@@ -351,13 +376,12 @@ static int add_attrs(xmlstream_t *xs, xml_node_t *n, int nb, const xmlChar **at)
     for (int i = 0; i < nb; i++, at += 5) {
         const char *v = decode_amp(&xs->scratch, (const char *)at[3], (size_t)(at[4] - at[3]));
         const char *ns = at[2] ? decode_uri(xs, at[2]) : NULL;
-        if (!v || (at[2] && !ns)) goto oom;
-        if (xml_set_attr_ns(n, ns, (const char *)at[0], v) < 0) goto oom;
+        if (!v || (at[2] && !ns) || xml_set_attr_ns(n, ns, (const char *)at[0], v) < 0) {
+            fail(xs, XS_ERR_NOMEM, "out of memory");
+            return -1;
+        }
     }
     return 0;
-oom:
-    fail(xs, XS_ERR_NOMEM, "out of memory");
-    return -1;
 }
 
 /* Append " xmlns[:prefix]='uri'" with uri escaped for a single-quoted value
@@ -563,13 +587,15 @@ static void drop_ctxt(xmlstream_t *xs)
     xs->bdepth = 0;
 }
 
-/* Give libxml2 n bytes; -1 with xs->err set on any error. */
+/* Give libxml2 n bytes; -1 with xs->err set on any error. Every error
+ * reaches sx_serror; xmlParseChunk's result is not used because it keeps
+ * returning the code of a namespace warning we let pass. */
 static int parse_chunk(xmlstream_t *xs, const char *p, size_t n)
 {
     xmlParserCtxtPtr c = xs->ctxt;
     int rc = xmlParseChunk(c, p, (int)n, 0);
     xs->fed += n;
-    if (!xs->err && (rc != XML_ERR_OK || !c->wellFormed || !c->nsWellFormed))
+    if (!xs->err && (!c->wellFormed || c->instate == XML_PARSER_EOF))
         fail(xs, XS_ERR_NOT_WELL_FORMED, "not well-formed (libxml2 error %d)", rc);
     return xs->err ? -1 : 0;
 }
@@ -634,8 +660,10 @@ static int parse_unit(xmlstream_t *xs, const char *p, size_t n)
  * dictionary only grows, a big unit leaves a big input buffer). */
 static void trim(xmlstream_t *xs)
 {
-    if (xs->ctxt && xs->phase == PH_CONTENT && (xs->biggest > BIG_UNIT || xs->fed > MAX_FED ||
-                     (size_t)xmlDictSize(xs->ctxt->dict) > xs->lim.max_names / 2))
+    xmlParserCtxtPtr c = xs->ctxt;
+    if (c && xs->phase == PH_CONTENT &&
+        (xs->biggest > BIG_UNIT || xs->fed > MAX_FED ||
+         (size_t)xmlDictSize(c->dict) > xs->lim.max_names / 2 || xmlDictGetUsage(c->dict) > DICT_KEEP))
         drop_ctxt(xs);
     if (xs->pending.cap > SCRATCH_KEEP) buf_free(&xs->pending);
     if (xs->text.cap > SCRATCH_KEEP) buf_free(&xs->text);
@@ -858,7 +886,7 @@ static int scan(xmlstream_t *xs, const unsigned char *p, size_t n, size_t *used)
     }
     xs->unit_len += i;
     if (r < 0) return -1;
-    if (r == 0 && xs->unit_len > xs->lim.max_stanza) {
+    if (xs->unit_len > xs->lim.max_stanza) {
         fail(xs, XS_ERR_POLICY_VIOLATION, "%s larger than %zu bytes",
              xs->phase == PH_PROLOG ? "stream header" : "stanza", xs->lim.max_stanza);
         return -1;
@@ -897,17 +925,16 @@ static int unit_done(xmlstream_t *xs, const char *p, size_t n)
     return 0;
 }
 
-ssize_t xmlstream_feed(xmlstream_t *xs, const char *data, size_t len)
+/* The unit loop of xmlstream_feed: bytes consumed, or -1. */
+static ssize_t feed_units(xmlstream_t *xs, const char *data, size_t len)
 {
-    if (xs->err || xs->stopped) return -1;
-    if (xs->phase == PH_CLOSED) return (ssize_t)len;
     const unsigned char *p = (const unsigned char *)data;
     unsigned gen = xs->gen;
     size_t i = 0;
     while (i < len) {
         if (!xs->in_unit) {
             if (xs->phase == PH_CONTENT) {
-                /* whitespace between top-level elements (RFC 6120 §4.6.1) */
+                /* whitespace between top-level elements (RFC 6120 §11.7) */
                 while (i < len && is_ws(p[i])) i++;
                 if (i == len) break;
                 if (p[i] != '<') {
@@ -919,23 +946,21 @@ ssize_t xmlstream_feed(xmlstream_t *xs, const char *data, size_t len)
         }
         size_t used = 0;
         int r = scan(xs, p + i, len - i, &used);
-        if (r < 0) goto failed;
+        if (r < 0) return -1;
         if (r == 0) {
             buf_add(&xs->pending, data + i, len - i);
             if (xs->pending.oom) {
                 fail(xs, XS_ERR_NOMEM, "out of memory");
-                goto failed;
+                return -1;
             }
             break;
         }
-        if (unit_done(xs, data + i, used) < 0) goto failed;
+        if (unit_done(xs, data + i, used) < 0) return -1;
         i += used;
         int d = deliver(xs);
         if (d < 0) {
             xs->stopped = 1;
             snprintf(xs->errtext, sizeof xs->errtext, "stopped by a callback");
-            drop_ctxt(xs);
-            drop_trees(xs);
             return -1;
         }
         if (xs->gen != gen) return (ssize_t)i;
@@ -943,11 +968,20 @@ ssize_t xmlstream_feed(xmlstream_t *xs, const char *data, size_t len)
         if (d && xs->pause) return (ssize_t)i;
     }
     return (ssize_t)len;
-failed:
-    drop_ctxt(xs);
-    drop_trees(xs);
-    buf_free(&xs->pending);
-    return -1;
+}
+
+ssize_t xmlstream_feed(xmlstream_t *xs, const char *data, size_t len)
+{
+    if (xs->err || xs->stopped) return -1;
+    if (xs->phase == PH_CLOSED) return (ssize_t)len;
+    ssize_t r = feed_units(xs, data, len);
+    if (r < 0) {
+        /* nothing more will be parsed: let the memory go now */
+        drop_ctxt(xs);
+        drop_trees(xs);
+        buf_free(&xs->pending);
+    }
+    return r;
 }
 
 /* ---- life cycle ---- */
