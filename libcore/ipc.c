@@ -69,8 +69,8 @@ static void dispatch_frame(ipc_t *ipc, const char *peer, const char *data, size_
     }
 }
 
-/* Receive up to RECV_PER_CALL frames; the loop calls again if more wait. */
-static void ipc_readable(loop_t *loop, void *zs, void *arg)
+/* Receive up to RECV_PER_CALL frames; 1 if we stopped before EAGAIN. */
+static int ipc_readable(loop_t *loop, void *zs, void *arg)
 {
     ipc_t *ipc = arg;
     (void)loop;
@@ -81,7 +81,7 @@ static void ipc_readable(loop_t *loop, void *zs, void *arg)
             zmq_msg_init(&part);
             if (zmq_msg_recv(&part, zs, ZMQ_DONTWAIT) < 0) {
                 zmq_msg_close(&part);
-                return;
+                return 0;
             }
             size_t idlen = zmq_msg_size(&part);
             int ok = idlen > 0 && idlen <= PEER_ID_MAX && zmq_msg_more(&part);
@@ -98,7 +98,7 @@ static void ipc_readable(loop_t *loop, void *zs, void *arg)
                 int more = 1;
                 while (more) {
                     zmq_msg_init(&part);
-                    if (zmq_msg_recv(&part, zs, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&part); return; }
+                    if (zmq_msg_recv(&part, zs, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&part); return 0; }
                     more = zmq_msg_more(&part);
                     zmq_msg_close(&part);
                 }
@@ -108,7 +108,7 @@ static void ipc_readable(loop_t *loop, void *zs, void *arg)
         zmq_msg_init(&part);
         if (zmq_msg_recv(&part, zs, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&part);
-            return;
+            return 0;
         }
         int extra = zmq_msg_more(&part);
         if (extra) {
@@ -126,6 +126,7 @@ static void ipc_readable(loop_t *loop, void *zs, void *arg)
         }
         zmq_msg_close(&part);
     }
+    return 1;
 }
 
 static void turn_end(loop_t *loop, void *arg)
@@ -275,6 +276,7 @@ static int flush_queue(ipc_t *ipc, struct outq *q)
         return 0;
     }
     ipc->st.frames_out++;
+    loop_zsock_sent(ipc->loop, ipc->zs);
     buf_clear(&q->batch);
     if (q->batch.cap > 4 * BATCH_SOON) buf_free(&q->batch);
     return 0;

@@ -1,10 +1,12 @@
 /* loop.c - epoll event loop with ZeroMQ sockets, timers and signals.
  *
  * ZMQ_FD is edge-triggered (DESIGN §10): it fires once when the socket's
- * state changes, and sending on the socket may consume that edge. So the
- * loop does not trust the fd alone: before every wait it asks each ZeroMQ
- * socket for ZMQ_EVENTS and dispatches those with input; a callback that
- * stops early leaves input pending and the next wait does not block. */
+ * state changes, and sending on the socket may consume that edge. So a
+ * socket is "dirty" when its fd fired, when we sent on it, or when its
+ * callback stopped before EAGAIN; the loop asks a dirty socket for
+ * ZMQ_EVENTS (and only a dirty one: in libzmq 4.3 every such query, like
+ * every receive that finds nothing, costs a poll() and a getpid() system
+ * call) and does not sleep while one has input. */
 #include "config.h"
 #include "loop.h"
 #include "log.h"
@@ -32,6 +34,7 @@ struct fd_watch {
 struct zsock_watch {
     void *zsock;
     int fd;
+    int dirty;
     loop_zsock_cb cb;
     void *arg;
 };
@@ -50,7 +53,7 @@ struct loop {
     uint64_t now;
     struct fd_watch *fds;
     size_t nfds;
-    struct zsock_watch zs[MAX_ZSOCKS];
+    struct zsock_watch *zs[MAX_ZSOCKS];
     size_t nzs;
     loop_timer_t **heap;
     size_t nheap, capheap;
@@ -88,6 +91,7 @@ void loop_free(loop_t *l)
 {
     if (!l) return;
     for (size_t i = 0; i < l->nheap; i++) free(l->heap[i]);
+    for (size_t i = 0; i < l->nzs; i++) free(l->zs[i]);
     free(l->heap);
     free(l->fds);
     if (l->sigfd >= 0) close(l->sigfd);
@@ -132,8 +136,9 @@ void loop_del_fd(loop_t *l, int fd)
 
 static void zsock_fd_ready(loop_t *l, int fd, uint32_t events, void *arg)
 {
-    (void)l; (void)fd; (void)events; (void)arg;
-    /* Nothing to do here: every turn checks ZMQ_EVENTS of all sockets. */
+    struct zsock_watch *w = arg;
+    (void)l; (void)fd; (void)events;
+    w->dirty = 1;
 }
 
 int loop_add_zsock(loop_t *l, void *zsock, loop_zsock_cb cb, void *arg)
@@ -142,16 +147,29 @@ int loop_add_zsock(loop_t *l, void *zsock, loop_zsock_cb cb, void *arg)
     int fd;
     size_t sz = sizeof fd;
     if (zmq_getsockopt(zsock, ZMQ_FD, &fd, &sz) < 0) return -1;
-    if (loop_add_fd(l, fd, EPOLLIN | EPOLLET, zsock_fd_ready, NULL) < 0) return -1;
-    l->zs[l->nzs++] = (struct zsock_watch){ zsock, fd, cb, arg };
+    struct zsock_watch *w = calloc(1, sizeof *w);
+    if (!w) return -1;
+    *w = (struct zsock_watch){ zsock, fd, 1, cb, arg };
+    if (loop_add_fd(l, fd, EPOLLIN | EPOLLET, zsock_fd_ready, w) < 0) {
+        free(w);
+        return -1;
+    }
+    l->zs[l->nzs++] = w;
     return 0;
+}
+
+void loop_zsock_sent(loop_t *l, void *zsock)
+{
+    for (size_t i = 0; i < l->nzs; i++)
+        if (l->zs[i]->zsock == zsock) l->zs[i]->dirty = 1;
 }
 
 void loop_del_zsock(loop_t *l, void *zsock)
 {
     for (size_t i = 0; i < l->nzs; i++) {
-        if (l->zs[i].zsock != zsock) continue;
-        loop_del_fd(l, l->zs[i].fd);
+        if (l->zs[i]->zsock != zsock) continue;
+        loop_del_fd(l, l->zs[i]->fd);
+        free(l->zs[i]);
         l->zs[i] = l->zs[--l->nzs];
         return;
     }
@@ -279,20 +297,39 @@ uint64_t loop_now_ms(loop_t *l) { return l->now; }
 
 void loop_stop(loop_t *l) { l->running = 0; }
 
-/* Dispatch every ZeroMQ socket that has input; returns 1 if any still has. */
+static int has_input(struct zsock_watch *w)
+{
+    int ev = 0;
+    size_t sz = sizeof ev;
+    return zmq_getsockopt(w->zsock, ZMQ_EVENTS, &ev, &sz) == 0 && (ev & ZMQ_POLLIN);
+}
+
+/* Dispatch the dirty ZeroMQ sockets that have input; 1 if one stopped early. */
 static int dispatch_zsocks(loop_t *l)
 {
     int pending = 0;
     for (size_t i = 0; i < l->nzs; i++) {
-        struct zsock_watch *w = &l->zs[i];
-        int ev = 0;
-        size_t sz = sizeof ev;
-        if (zmq_getsockopt(w->zsock, ZMQ_EVENTS, &ev, &sz) < 0) continue;
-        if (!(ev & ZMQ_POLLIN)) continue;
-        w->cb(l, w->zsock, w->arg);
-        if (i < l->nzs && l->zs[i].zsock == w->zsock &&
-            zmq_getsockopt(w->zsock, ZMQ_EVENTS, &ev, &sz) == 0 && (ev & ZMQ_POLLIN))
+        struct zsock_watch *w = l->zs[i];
+        if (!w->dirty) continue;
+        w->dirty = 0;
+        if (!has_input(w)) continue;
+        if (w->cb(l, w->zsock, w->arg)) {
+            w->dirty = 1;
             pending = 1;
+        }
+    }
+    return pending;
+}
+
+/* Before sleeping: a socket we sent on may have input whose edge is gone. */
+static int zsocks_pending(loop_t *l)
+{
+    int pending = 0;
+    for (size_t i = 0; i < l->nzs; i++) {
+        struct zsock_watch *w = l->zs[i];
+        if (!w->dirty) continue;
+        if (has_input(w)) pending = 1;
+        else w->dirty = 0;
     }
     return pending;
 }
@@ -318,13 +355,7 @@ int loop_run(loop_t *l)
         run_timers(l);
         int pending = dispatch_zsocks(l);
         for (size_t i = 0; i < l->nturn; i++) l->turn[i].cb(l, l->turn[i].arg);
-        /* a turn-end flush may have sent, consuming a ZMQ_FD edge */
-        for (size_t i = 0; i < l->nzs && !pending; i++) {
-            int ev = 0;
-            size_t sz = sizeof ev;
-            if (zmq_getsockopt(l->zs[i].zsock, ZMQ_EVENTS, &ev, &sz) == 0 && (ev & ZMQ_POLLIN))
-                pending = 1;
-        }
+        if (zsocks_pending(l)) pending = 1;
         if (!l->running) break;
         int timeout = -1;
         if (pending || l->woken) {

@@ -11,9 +11,9 @@ typedef struct loop loop_t;
 typedef struct loop_timer loop_timer_t;
 
 typedef void (*loop_fd_cb)(loop_t *loop, int fd, uint32_t events, void *arg);
-/* Called when a ZeroMQ socket has input; must receive until EAGAIN
- * (or return early: the loop calls again on the next turn). */
-typedef void (*loop_zsock_cb)(loop_t *loop, void *zsock, void *arg);
+/* Called when a ZeroMQ socket has input. Receive until EAGAIN and return
+ * 0, or stop early and return 1: the loop calls again without sleeping. */
+typedef int (*loop_zsock_cb)(loop_t *loop, void *zsock, void *arg);
 typedef void (*loop_timer_cb)(loop_t *loop, void *arg);
 typedef void (*loop_turn_cb)(loop_t *loop, void *arg);
 typedef void (*loop_signal_cb)(loop_t *loop, int signo, void *arg);
@@ -30,6 +30,9 @@ int loop_mod_fd(loop_t *loop, int fd, uint32_t events);
 void loop_del_fd(loop_t *loop, int fd);
 /* Watch a ZeroMQ socket (edge-triggered ZMQ_FD handled inside). */
 int loop_add_zsock(loop_t *loop, void *zsock, loop_zsock_cb cb, void *arg);
+/* Say that we sent on a ZeroMQ socket: sending can consume the edge of
+ * its ZMQ_FD, so the loop must look at its input before sleeping. */
+void loop_zsock_sent(loop_t *loop, void *zsock);
 /* Stop watching a ZeroMQ socket. */
 void loop_del_zsock(loop_t *loop, void *zsock);
 /* One-shot timer after ms milliseconds; returns a handle to cancel. */

@@ -336,9 +336,10 @@ static void sm_up(const struct msg *m)
     }
     uint64_t known = s->sm_epoch[k];
     s->sm_epoch[k] = m->id;
-    /* a new epoch is a restarted sm with an empty sessions table; so is one
-     * we meet for the first time while we already hold sessions */
-    if ((known && known != m->id) || (!known && s->nsessions > 0)) resync_shard((unsigned)k);
+    /* a new epoch is a (re)started sm with an empty sessions table: it holds
+     * stanzas until every live c2s has re-announced, so always answer, even
+     * with no sessions (then RESYNC_DONE alone ends its wait) */
+    if (known != m->id) resync_shard((unsigned)k);
 }
 
 static void router_up(void *arg, const struct peer_info *p, int restarted)

@@ -117,15 +117,23 @@ void c2s_conn_open(uint8_t listen, const struct msg *m)
 
 /* ---- the stream header (RFC 6120 §4.7) ---- */
 
+/* Our first configured domain (conf always has one; "localhost" by default). */
+static const char *default_domain(void)
+{
+    const struct conf *cf = &S()->d->conf;
+    return cf->n_hosts > 0 && cf->hosts[0].domain ? cf->hosts[0].domain : "localhost";
+}
+
 /* The served domain the client asked for, normalized, into out; -1 if
  * we do not serve it. An absent 'to' gets the first configured domain. */
 static int stream_domain(const struct msg *m, char *out, size_t size)
 {
     const struct conf *cf = &S()->d->conf;
     if (m->f[0].n == 0) {
-        if (cf->n_hosts == 0 || strlen(cf->hosts[0].domain) >= size) return -1;
-        strcpy(out, cf->hosts[0].domain);
-        return 0;
+        const char *d = default_domain();
+        if (strlen(d) >= size) return -1;
+        strcpy(out, d);
+        return conf_host(cf, out, strlen(out)) ? 0 : -1;
     }
     if (jid_normalize(m->f[0].p, m->f[0].n, out, size) < 0) return -1;
     if (strchr(out, '@') || strchr(out, '/')) return -1; /* a stream is to a domain */
@@ -142,7 +150,7 @@ static int version_ok(const struct msg *m)
     return major >= 1;
 }
 
-static void stream_header(struct c2s_conn *c, const struct msg *m, struct buf *out, const char *domain)
+static void stream_header(const struct msg *m, struct buf *out, const char *domain)
 {
     char id[33];
     snprintf(id, sizeof id, "%016llx%016llx", (unsigned long long)util_random_u64(),
@@ -160,7 +168,6 @@ static void stream_header(struct c2s_conn *c, const struct msg *m, struct buf *o
         buf_adds(out, "'");
     }
     buf_adds(out, " version='1.0' xml:lang='en'>");
-    (void)c;
 }
 
 /* Features for the stream just opened (RFC 6120 §4.3.2); sets the next state. */
@@ -200,7 +207,7 @@ void c2s_conn_stream(struct c2s_conn *c, const struct msg *m)
     int dom_ok = stream_domain(m, domain, sizeof domain) == 0;
     if (dom_ok && (c->flags & CF_STREAM_SEEN) && strcmp(domain, c->domain) != 0) dom_ok = 0;
     /* RFC 6120 §4.9.1.2: an error at this point still opens our stream first */
-    stream_header(c, m, out, dom_ok ? domain : (c->domain ? c->domain : S()->d->conf.hosts[0].domain));
+    stream_header(m, out, dom_ok ? domain : c->domain ? c->domain : default_domain());
     if (!dom_ok) {
         c2s_send(c, out->data, out->len, 0);
         c2s_close(c, "host-unknown", NULL, CLOSE_ERROR); /* RFC 6120 §4.9.3.6 */
@@ -225,22 +232,16 @@ void c2s_conn_stream(struct c2s_conn *c, const struct msg *m)
 
 /* ---- small replies ---- */
 
-static void iq_result(struct c2s_conn *c, const struct msg *m, const char *payload)
+/* An empty IQ result from the server (the session IQ). */
+static void iq_result(struct c2s_conn *c, const struct msg *m)
 {
     struct buf *out = &S()->scratch2;
     buf_clear(out);
     buf_adds(out, "<iq type='result' id='");
     buf_add_xml_escaped(out, m->f[1].p, m->f[1].n);
     buf_adds(out, "' from='");
-    buf_adds(out, c->domain);
-    buf_adds(out, "'");
-    if (payload) {
-        buf_adds(out, ">");
-        buf_adds(out, payload);
-        buf_adds(out, "</iq>");
-    } else {
-        buf_adds(out, "/>");
-    }
+    buf_add_xml_escaped(out, c->domain, strlen(c->domain));
+    buf_adds(out, "'/>");
     c2s_send(c, out->data, out->len, 0);
 }
 
@@ -287,7 +288,8 @@ static void iq_error_to_client(struct c2s_conn *c, const struct msg *m, unsigned
 static void starttls(struct c2s_conn *c)
 {
     if (c->flags & CF_TLS) {
-        /* TLS is up already; there is no second STARTTLS (RFC 6120 §5.4.3.1) */
+        /* TLS is up already (STARTTLS or direct TLS): it is negotiated once
+         * per connection and never offered again (RFC 6120 §5.3.1) */
         c2s_close(c, "policy-violation", "TLS already negotiated", CLOSE_ERROR);
         return;
     }
@@ -383,7 +385,7 @@ static int bind_resource(const struct msg *m, char *out, size_t size)
     if (want && *want) {
         rc = jid_resourceprep(want, out, size);
     } else {
-        /* RFC 6120 §7.6: the server generates a resource, unique enough */
+        /* RFC 6120 §7.6: the server generates a random resource */
         snprintf(out, size, "%016llx", (unsigned long long)util_random_u64());
         rc = 0;
     }
@@ -404,7 +406,8 @@ static void bind_request(struct c2s_conn *c, const struct msg *m)
         return;
     }
     if (c->state == C2S_ESTABLISHED) {
-        /* one resource per stream: RFC 6120 §7.7.2.2 not-allowed */
+        /* one resource per stream (binding several is optional and
+         * deprecated, RFC 6120 §7.1): not-allowed, §7.6.2.2 */
         iq_error_to_client(c, m, SE_NOT_ALLOWED, NULL);
         return;
     }
@@ -438,7 +441,7 @@ static void session_request(struct c2s_conn *c, const struct msg *m)
         iq_error_to_client(c, m, SE_BAD_REQUEST, NULL);
         return;
     }
-    iq_result(c, m, NULL);
+    iq_result(c, m);
 }
 
 static void bound(struct c2s_conn *c, const struct msg *m)
@@ -658,7 +661,18 @@ static void session_bound(const struct msg *m)
     struct c2s_conn *c = c2s_find_cid(m->id);
     /* answers to resync binds find no bind waiting: ignored */
     if (!c || !(c->flags & CF_BIND_WAIT) || (m->flags & MSG_F_RESYNC)) return;
-    if (m->f[1].n && !msg_eq(m, 1, c->jid)) return;
+    if (m->num == 0 && m->f[1].n && !msg_eq(m, 1, c->jid)) {
+        /* sm may pick another resource on a conflict (RFC 6120 §7.7.2.2):
+         * take it if it is the same account */
+        char mine[JID_STR_MAX], theirs[JID_STR_MAX];
+        if (jid_bare_of(c->jid, strlen(c->jid), mine, sizeof mine) < 0 ||
+            jid_bare_of(m->f[1].p, m->f[1].n, theirs, sizeof theirs) < 0 || strcmp(mine, theirs) != 0 ||
+            !memchr(m->f[1].p, '/', m->f[1].n) || set_str(&c->jid, m->f[1].p, m->f[1].n) < 0) {
+            log_warn("conn %016llx: SESSION_BOUND names %.*s, not %s; ignored", (unsigned long long)c->cid,
+                     (int)m->f[1].n, m->f[1].p, c->jid);
+            return;
+        }
+    }
     bound(c, m);
 }
 

@@ -212,7 +212,8 @@ static void rate_tick(loop_t *loop, void *arg)
         conn_resume_read(c);
     }
     /* ids pushed while resuming (blocked again at once) follow the kept ones */
-    memmove(l->rate_ids.v + keep, l->rate_ids.v + end, (l->rate_ids.n - end) * sizeof *l->rate_ids.v);
+    if (l->rate_ids.n > end)
+        memmove(l->rate_ids.v + keep, l->rate_ids.v + end, (l->rate_ids.n - end) * sizeof *l->rate_ids.v);
     l->rate_ids.n = keep + (l->rate_ids.n - end);
     if (l->rate_ids.n && !l->rate_timer) l->rate_timer = loop_timer_add(loop, RATE_TICK_MS, rate_tick, l);
 }
@@ -226,7 +227,7 @@ static void drain_ids(struct listen *l, struct idvec *v, void (*fn)(struct conn 
         struct conn *c = listen_find(l, v->v[i]);
         if (c) fn(c);
     }
-    memmove(v->v, v->v + end, (v->n - end) * sizeof *v->v);
+    if (v->n > end) memmove(v->v, v->v + end, (v->n - end) * sizeof *v->v);
     v->n -= end;
     if (v->n) loop_wake(l->d->loop);
 }
@@ -326,6 +327,7 @@ static void link_msg(ipc_t *ipc, const char *peer, const struct msg *m, void *ar
     struct c2s_link *k = arg;
     (void)ipc;
     (void)peer;
+    if (!k->peer) return; /* stopping: said goodbye already */
     if (peer_client_handle(k->peer, m)) return;
     if (m->type < MSG_CONN_SEND || m->type > MSG_CONN_NEXT) {
         log_warn("c2s-%u: unexpected %s record ignored", k->number, msg_type_name(m->type));
@@ -369,7 +371,7 @@ static struct c2s_link *pick_link(struct listen *l)
 {
     for (unsigned i = 0; i < l->nlinks; i++) {
         struct c2s_link *k = &l->links[(l->rr + i) % l->nlinks];
-        if (peer_client_up(k->peer)) {
+        if (k->peer && peer_client_up(k->peer)) {
             l->rr = (unsigned)(k - l->links) + 1;
             return k;
         }
@@ -664,8 +666,12 @@ static void listen_stop(struct daemon *d)
     log_notice("stopping: closing %zu connections", l->nconns);
     listen_each(l, shutdown_conn, NULL);
     for (unsigned i = 0; i < l->nlinks; i++) {
-        peer_client_goodbye(l->links[i].peer);
-        ipc_flush(l->links[i].ipc);
+        struct c2s_link *k = &l->links[i];
+        peer_client_goodbye(k->peer);
+        ipc_flush(k->ipc);
+        /* no heartbeat may follow the goodbye (c2s would take us for alive) */
+        peer_client_free(k->peer);
+        k->peer = NULL;
     }
 }
 
@@ -691,7 +697,7 @@ static void listen_stats(struct daemon *d, struct ctl_req *r)
     struct listen *l = d->priv;
     const struct listen_stats *s = &l->st;
     unsigned up = 0;
-    for (unsigned i = 0; i < l->nlinks; i++) up += peer_client_up(l->links[i].peer) ? 1 : 0;
+    for (unsigned i = 0; i < l->nlinks; i++) up += l->links[i].peer && peer_client_up(l->links[i].peer) ? 1 : 0;
     ctl_row(r, "connections_open\t%zu", l->nconns);
     ctl_row(r, "connections_total\t%llu", (unsigned long long)s->conns_total);
     ctl_row(r, "connections_refused_no_c2s\t%llu", (unsigned long long)s->no_c2s_refused);

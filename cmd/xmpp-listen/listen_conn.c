@@ -325,6 +325,18 @@ static void discard_input(struct conn *c)
     c->header_sent = 0;
 }
 
+/* RFC 6120 §4.7.5: "major.minor"; a major version above ours (1) is
+ * refused. No version at all means a pre-1.0 client: c2s decides. */
+static int version_supported(const char *v)
+{
+    if (!v) return 1;
+    const char *dot = strchr(v, '.');
+    if (!dot || dot == v || !dot[1] || strspn(v, "0123456789") != (size_t)(dot - v) ||
+        strspn(dot + 1, "0123456789") != strlen(dot + 1) || strlen(v) > FIELD_VERSION_MAX)
+        return 0;
+    return strtoul(v, NULL, 10) <= 1;
+}
+
 /* The stream's 'to' (RFC 6120 §4.7.2) as a served domain, or NULL. */
 static const struct conf_host *served_host(struct conn *c, const char *to)
 {
@@ -339,6 +351,17 @@ static int on_stream_open(void *arg, xml_node_t *h)
     if (c->closing) goto out;
     const char *to = xml_attr(h, "to"), *from = xml_attr(h, "from"), *version = xml_attr(h, "version");
     const char *lang = xml_attr_ns(h, XML_NS_XML, "lang");
+    const char *content_ns = xmlstream_content_ns(c->xs);
+    if (!content_ns || strcmp(content_ns, NS_CLIENT) != 0) {
+        /* RFC 6120 §4.8.2, §4.9.3.10: this port speaks jabber:client only */
+        conn_stream_error(c, "invalid-namespace", NULL, CLOSE_ERROR);
+        goto out;
+    }
+    if (!version_supported(version)) {
+        /* RFC 6120 §4.9.3.25 */
+        conn_stream_error(c, "unsupported-version", NULL, CLOSE_ERROR);
+        goto out;
+    }
     const struct conf_host *host = served_host(c, to);
     if (!host) {
         /* RFC 6120 §4.9.3.6 */
@@ -352,10 +375,6 @@ static int on_stream_open(void *arg, xml_node_t *h)
     }
     free(c->domain);
     c->domain = domain;
-    if (version && strlen(version) > FIELD_VERSION_MAX) {
-        conn_stream_error(c, "unsupported-version", NULL, CLOSE_ERROR);
-        goto out;
-    }
     /* 'from' is only a hint (RFC 6120 §4.7.1) and a language tag this long
      * is no language: pass neither rather than refuse the client */
     if (from && strlen(from) > FIELD_JID_MAX) from = NULL;

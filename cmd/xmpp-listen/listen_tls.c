@@ -218,8 +218,12 @@ void tls_conn_free(struct conn *c)
 /* Why a TLS operation failed, for the log. */
 static const char *failure(int code, char *out, size_t size)
 {
+    if (code == SSL_ERROR_ZERO_RETURN || (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && !errno)) {
+        snprintf(out, size, "connection closed by the client");
+        return out;
+    }
     if (code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
-        snprintf(out, size, "%s", errno ? strerror(errno) : "connection closed");
+        snprintf(out, size, "%s", strerror(errno));
         return out;
     }
     return ssl_errors(out, size);
