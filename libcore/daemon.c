@@ -9,6 +9,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -114,9 +116,10 @@ void ctl_finish(struct ctl_req *r)
 
 static void builtin_status(struct daemon *d, struct ctl_req *r)
 {
-    ctl_cols(r, "instance\trole\tpid\tversion\tepoch\tuptime");
-    ctl_row(r, "%s\t%s\t%ld\t%s\t%016llx\t%ld", d->instance, peer_role_name((unsigned)d->role),
-            (long)getpid(), PACKAGE_VERSION, (unsigned long long)d->epoch, (long)(time(NULL) - d->started));
+    ctl_cols(r, "instance\trole\tpid\tversion\tepoch\tuptime\tstate");
+    ctl_row(r, "%s\t%s\t%ld\t%s\t%016llx\t%ld\t%s", d->instance, peer_role_name((unsigned)d->role),
+            (long)getpid(), PACKAGE_VERSION, (unsigned long long)d->epoch, (long)(time(NULL) - d->started),
+            d->stopping ? "stopping" : "up");
 }
 
 static long rss_kib(void)
@@ -270,6 +273,25 @@ static void flush_log(loop_t *loop, void *arg)
     log_flush();
 }
 
+/* One process per instance: ZeroMQ would silently take over the ipc://
+ * socket files of a running instance, so a second copy must not start. */
+static int lock_instance(struct daemon *d)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.lock", d->conf.run_dir, d->instance);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        log_err("cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        log_err("%s is already running (%s is locked)", d->instance, path);
+        close(fd);
+        return -1;
+    }
+    return 0; /* the descriptor stays open, and the lock held, until exit */
+}
+
 static void usage(const struct daemon_def *def, FILE *to)
 {
     fprintf(to,
@@ -277,7 +299,8 @@ static void usage(const struct daemon_def *def, FILE *to)
             "  -c FILE      configuration file (xmppd.conf(5)); default: built-in defaults\n"
             "  -i INSTANCE  instance name (default %s)\n"
             "  -l LEVEL     log level: err, warning, notice, info, debug\n"
-            "  -V           print the version\n",
+            "  -V           print the version\n"
+            "  -h           this help\n",
             def->program, def->default_instance);
 }
 
@@ -325,6 +348,7 @@ int daemon_main(int argc, char **argv, const struct daemon_def *def)
         log_err("cannot create %s: %s", d.conf.run_dir, strerror(errno));
         return 1;
     }
+    if (lock_instance(&d) < 0) return 1;
     d.loop = loop_new();
     if (!d.loop) return 1;
     char ep[1024];
@@ -337,7 +361,7 @@ int daemon_main(int argc, char **argv, const struct daemon_def *def)
     loop_add_signal(d.loop, SIGTERM, on_signal, &d);
     loop_add_signal(d.loop, SIGINT, on_signal, &d);
     loop_add_signal(d.loop, SIGHUP, on_signal, &d);
-    loop_on_turn_end(d.loop, flush_log, NULL);
+    loop_on_turn_end(d.loop, LOOP_FLUSH, flush_log, NULL);
     if (def->init(&d) < 0) {
         log_err("%s: start-up failed", def->program);
         return 1;
@@ -348,7 +372,7 @@ int daemon_main(int argc, char **argv, const struct daemon_def *def)
     loop_run(d.loop);
     log_notice("%s stopped", d.instance);
     log_set_nonblocking(0);
-    ipc_close(d.ctl);
     d.ctl = NULL;
+    ipc_close_all(); /* flushes, and removes the ipc:// socket files */
     return 0;
 }

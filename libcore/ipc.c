@@ -27,6 +27,7 @@ struct outq {
 };
 
 struct ipc {
+    struct ipc *next_link; /* every open link, for ipc_close_all */
     void *zs;
     int is_router;
     loop_t *loop;
@@ -40,6 +41,7 @@ struct ipc {
 };
 
 static void *zctx;
+static struct ipc *all_links;
 
 void *ipc_context(void)
 {
@@ -139,12 +141,14 @@ static ipc_t *ipc_new(loop_t *loop, int type, ipc_msg_cb cb, void *arg)
 {
     ipc_t *ipc = calloc(1, sizeof *ipc);
     if (!ipc) return NULL;
-    ipc->zs = zmq_socket(ipc_context(), type);
+    ipc->zs = zmq_socket(ipc_context(), type); /* NULL: freed below, never listed */
     if (!ipc->zs) {
         free(ipc);
         return NULL;
     }
     ipc->is_router = type == ZMQ_ROUTER;
+    ipc->next_link = all_links;
+    all_links = ipc;
     ipc->loop = loop;
     ipc->cb = cb;
     ipc->arg = arg;
@@ -158,7 +162,7 @@ static ipc_t *ipc_new(loop_t *loop, int type, ipc_msg_cb cb, void *arg)
 static int ipc_attach(ipc_t *ipc)
 {
     if (loop_add_zsock(ipc->loop, ipc->zs, ipc_readable, ipc) < 0) return -1;
-    return loop_on_turn_end(ipc->loop, turn_end, ipc);
+    return loop_on_turn_end(ipc->loop, LOOP_FLUSH, turn_end, ipc);
 }
 
 ipc_t *ipc_bind_router(loop_t *loop, const char *endpoint, ipc_msg_cb cb, void *arg)
@@ -175,8 +179,7 @@ ipc_t *ipc_bind_router(loop_t *loop, const char *endpoint, ipc_msg_cb cb, void *
     if (ipc_attach(ipc) < 0) goto fail;
     return ipc;
 fail:
-    zmq_close(ipc->zs);
-    free(ipc);
+    ipc_close(ipc);
     return NULL;
 }
 
@@ -194,8 +197,7 @@ ipc_t *ipc_connect_dealer(loop_t *loop, const char *endpoint, const char *identi
     if (ipc_attach(ipc) < 0) goto fail;
     return ipc;
 fail:
-    zmq_close(ipc->zs);
-    free(ipc);
+    ipc_close(ipc);
     return NULL;
 }
 
@@ -320,6 +322,12 @@ void ipc_get_stats(const ipc_t *ipc, struct ipc_stats *st) { *st = ipc->st; }
 void ipc_close(ipc_t *ipc)
 {
     if (!ipc) return;
+    for (struct ipc **pp = &all_links; *pp; pp = &(*pp)->next_link) {
+        if (*pp == ipc) {
+            *pp = ipc->next_link;
+            break;
+        }
+    }
     ipc_flush(ipc);
     loop_del_zsock(ipc->loop, ipc->zs);
     loop_off_turn_end(ipc->loop, turn_end, ipc);
@@ -332,4 +340,11 @@ void ipc_close(ipc_t *ipc)
         free(q);
     }
     free(ipc);
+}
+
+void ipc_close_all(void)
+{
+    while (all_links) ipc_close(all_links);
+    if (zctx) zmq_ctx_term(zctx);
+    zctx = NULL;
 }

@@ -43,5 +43,7 @@ struct ipc_stats { uint64_t in, out, malformed, dropped, frames_out; };
 void ipc_get_stats(const ipc_t *ipc, struct ipc_stats *st);
 /* Close the socket (lingering at most 200 ms) and free. */
 void ipc_close(ipc_t *ipc);
+/* Close every link and the ZeroMQ context (at exit). */
+void ipc_close_all(void);
 
 #endif

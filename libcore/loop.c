@@ -57,7 +57,7 @@ struct loop {
     size_t nzs;
     loop_timer_t **heap;
     size_t nheap, capheap;
-    struct { loop_turn_cb cb; void *arg; } turn[MAX_TURN_CBS];
+    struct { loop_turn_cb cb; void *arg; enum loop_phase phase; } turn[MAX_TURN_CBS];
     size_t nturn;
     int sigfd;
     sigset_t sigmask;
@@ -245,11 +245,18 @@ void loop_timer_cancel(loop_t *l, loop_timer_t *t)
     free(t);
 }
 
-int loop_on_turn_end(loop_t *l, loop_turn_cb cb, void *arg)
+int loop_on_turn_end(loop_t *l, enum loop_phase phase, loop_turn_cb cb, void *arg)
 {
     if (l->nturn >= MAX_TURN_CBS) return -1;
-    l->turn[l->nturn].cb = cb;
-    l->turn[l->nturn].arg = arg;
+    /* keep the list ordered by phase: commits first */
+    size_t i = l->nturn;
+    while (i > 0 && l->turn[i - 1].phase > phase) {
+        l->turn[i] = l->turn[i - 1];
+        i--;
+    }
+    l->turn[i].cb = cb;
+    l->turn[i].arg = arg;
+    l->turn[i].phase = phase;
     l->nturn++;
     return 0;
 }

@@ -39,8 +39,12 @@ void loop_del_zsock(loop_t *loop, void *zsock);
 loop_timer_t *loop_timer_add(loop_t *loop, uint64_t ms, loop_timer_cb cb, void *arg);
 /* Cancel a timer that has not fired yet (NULL is ignored). */
 void loop_timer_cancel(loop_t *loop, loop_timer_t *timer);
-/* Register a callback run at the end of every loop turn (batch flushes). */
-int loop_on_turn_end(loop_t *loop, loop_turn_cb cb, void *arg);
+/* End-of-turn phases: work that produces output (store commits and their
+ * acknowledgements, deferred reads) runs before the IPC flushes, so what
+ * it sends leaves in the same turn. */
+enum loop_phase { LOOP_WORK = 0, LOOP_FLUSH = 1 };
+/* Register a callback run at the end of every loop turn in a phase. */
+int loop_on_turn_end(loop_t *loop, enum loop_phase phase, loop_turn_cb cb, void *arg);
 /* Remove a callback added with loop_on_turn_end. */
 void loop_off_turn_end(loop_t *loop, loop_turn_cb cb, void *arg);
 /* Deliver signo through the loop instead of asynchronously. */

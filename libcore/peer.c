@@ -24,6 +24,7 @@ struct peer_client {
     void *arg;
     struct peer_info server;
     loop_timer_t *timer;
+    int gone; /* said goodbye: no more heartbeats */
 };
 
 #define MAX_PEERS 256
@@ -38,6 +39,7 @@ struct peer_server {
     struct peer_info peers[MAX_PEERS];
     size_t npeers;
     loop_timer_t *timer;
+    int gone;
 };
 
 static void send_liveness(ipc_t *ipc, const char *to, unsigned type, const struct peer_self *self)
@@ -71,6 +73,8 @@ static void client_tick(loop_t *loop, void *arg)
 {
     peer_client_t *pc = arg;
     uint64_t now = loop_now_ms(loop);
+    pc->timer = NULL;
+    if (pc->gone) return;
     if (pc->server.up && now - pc->server.last_seen_ms > pc->timeout_ms) {
         pc->server.up = 0;
         log_warn("peer: %s silent for %u ms, considered down", pc->server.name, pc->timeout_ms);
@@ -150,7 +154,11 @@ int peer_client_up(const peer_client_t *pc) { return pc->server.up; }
 
 const struct peer_info *peer_client_server(const peer_client_t *pc) { return &pc->server; }
 
-void peer_client_goodbye(peer_client_t *pc) { send_liveness(pc->ipc, NULL, MSG_GOODBYE, &pc->self); }
+void peer_client_goodbye(peer_client_t *pc)
+{
+    pc->gone = 1;
+    send_liveness(pc->ipc, NULL, MSG_GOODBYE, &pc->self);
+}
 
 void peer_client_free(peer_client_t *pc)
 {
@@ -180,6 +188,8 @@ static void server_tick(loop_t *loop, void *arg)
 {
     peer_server_t *ps = arg;
     uint64_t now = loop_now_ms(loop);
+    ps->timer = NULL;
+    if (ps->gone) return;
     for (size_t i = 0; i < ps->npeers;) {
         struct peer_info *p = &ps->peers[i];
         if (now - p->last_seen_ms > ps->timeout_ms) {
@@ -309,6 +319,7 @@ void peer_server_broadcast(peer_server_t *ps, int role, const struct msg *m)
 
 void peer_server_goodbye(peer_server_t *ps)
 {
+    ps->gone = 1;
     for (size_t i = 0; i < ps->npeers; i++) send_liveness(ps->ipc, ps->peers[i].name, MSG_GOODBYE, &ps->self);
 }
 

@@ -50,7 +50,7 @@ store_t *store_open(loop_t *loop, const char *path, int nosync)
     }
     s->path = strdup(path);
     s->loop = loop;
-    if (loop) loop_on_turn_end(loop, turn_end, s);
+    if (loop) loop_on_turn_end(loop, LOOP_WORK, turn_end, s);
     return s;
 }
 

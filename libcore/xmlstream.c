@@ -785,10 +785,16 @@ static int scan_byte(xmlstream_t *xs, unsigned char c)
         } else if (c == '?') {
             xs->st = SC_PI;
             xs->prev1 = 0;
-        } else {
+        } else if (c >= 0x80 || c == '_' || c == ':' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) {
+            /* XML §2.3 NameStartChar (non-ASCII is checked by libxml2) */
             xs->st = SC_STAG;
             xs->nattrs = 0;
             xs->slash = 0;
+        } else {
+            /* "<<", "< ", "<1"...: no tag can start here, so say so now
+             * instead of waiting for a '>' that may never come */
+            fail(xs, XS_ERR_NOT_WELL_FORMED, "'<' not followed by a name");
+            return -1;
         }
         classify(xs, xs->st);
         return 0;

@@ -642,8 +642,8 @@ static int listen_init(struct daemon *d)
     if (!l->rbuf || table_grow(l) < 0) return -1;
     l->tls = tls_load(l, &d->conf);
     if (!l->tls) return -1;
-    /* before the links exist, so our turn-end work precedes their flush */
-    if (loop_on_turn_end(d->loop, turn_end, l) < 0) return -1;
+    /* deferred reads produce records: before the links' flush */
+    if (loop_on_turn_end(d->loop, LOOP_WORK, turn_end, l) < 0) return -1;
     if (links_open(l) < 0) return -1;
     if (listeners_open(l) < 0) return -1;
     l->sweep_timer = loop_timer_add(d->loop, SWEEP_MS, sweep, l);

@@ -35,7 +35,10 @@ static void release_held(struct sm *sm)
         struct msg m;
         size_t used;
         const char *err;
-        if (msg_decode(h->rec.data, h->rec.len, &m, &used, &err) == 0) sm_stanza(sm, &m);
+        if (msg_decode(h->rec.data, h->rec.len, &m, &used, &err) == 0) {
+            if (m.type == MSG_SESSION_END) sm_session_end(sm, &m);
+            else sm_stanza(sm, &m);
+        }
         buf_free(&h->rec);
         free(h);
         h = next;
@@ -166,7 +169,10 @@ static void on_record(ipc_t *ipc, const char *peer, const struct msg *m, void *a
         sm_session_bind(sm, m);
         break;
     case MSG_SESSION_END:
-        sm_session_end(sm, m);
+        /* held with the stanzas while resyncing: a session's last stanzas
+         * must not find it already ended */
+        if (sm->resyncing) hold(sm, m);
+        else sm_session_end(sm, m);
         break;
     case MSG_RESYNC_DONE: {
         char name[PEER_NAME_MAX];

@@ -44,7 +44,8 @@ struct sm_user {
     unsigned count;
 };
 
-/* A stanza held while the shard re-learns its sessions after a restart. */
+/* A stanza (or session end) held while the shard re-learns its sessions
+ * after a restart, to be handled in arrival order. */
 struct held {
     struct held *next;
     struct buf rec;          /* the encoded record */

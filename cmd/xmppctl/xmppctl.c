@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -32,6 +34,14 @@ struct reply {
     struct buf cols, rows, message;
 };
 
+/* A control connection. Daemons batch the records of one loop turn into
+ * one ZeroMQ message, so one frame may hold several replies. */
+struct link {
+    void *s;
+    struct buf frame;
+    size_t off;
+};
+
 static void reply_free(struct reply *r)
 {
     buf_free(&r->cols);
@@ -41,14 +51,25 @@ static void reply_free(struct reply *r)
 
 /* ---------------- talking to a daemon ---------------- */
 
-static void *connect_ctl(const struct conf *c, const char *instance)
+/* 1 if something listens on the unix socket path (a stale file does not). */
+static int socket_alive(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof sa.sun_path) return 1; /* let ZeroMQ decide */
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 1;
+    int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+static int connect_ctl(const struct conf *c, const char *instance, struct link *l)
 {
     char ep[1024];
+    memset(l, 0, sizeof *l);
     conf_ctl_endpoint(c, instance, ep, sizeof ep);
-    if (strncmp(ep, "ipc://", 6) == 0) {
-        struct stat st;
-        if (stat(ep + 6, &st) < 0) return NULL; /* not running: fail fast */
-    }
+    if (strncmp(ep, "ipc://", 6) == 0 && !socket_alive(ep + 6)) return -1; /* not running: fail fast */
     if (!zctx) zctx = zmq_ctx_new();
     void *s = zmq_socket(zctx, ZMQ_DEALER);
     /* a printable routing id: daemons refuse ZeroMQ's generated binary ones */
@@ -60,9 +81,17 @@ static void *connect_ctl(const struct conf *c, const char *instance)
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     if (zmq_connect(s, ep) < 0) {
         zmq_close(s);
-        return NULL;
+        return -1;
     }
-    return s;
+    l->s = s;
+    return 0;
+}
+
+static void link_close(struct link *l)
+{
+    if (l->s) zmq_close(l->s);
+    buf_free(&l->frame);
+    memset(l, 0, sizeof *l);
 }
 
 static int send_request(void *s, const char *line, const char *input, size_t input_len)
@@ -77,39 +106,46 @@ static int send_request(void *s, const char *line, const char *input, size_t inp
     return rc;
 }
 
-/* Wait for one reply; 0, or -1 on timeout / garbage. */
-static int recv_reply(void *s, int timeout_ms, struct reply *r)
+/* The next reply: from the frame in hand, or a new one; 0, or -1 on
+ * timeout or garbage. */
+static int recv_reply(struct link *l, int timeout_ms, struct reply *r)
 {
-    zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
-    if (zmq_poll(&item, 1, timeout_ms) <= 0) return -1;
-    zmq_msg_t part;
-    zmq_msg_init(&part);
-    int rc = -1;
-    if (zmq_msg_recv(&part, s, 0) < 0) goto out;
+    if (l->off >= l->frame.len) {
+        zmq_pollitem_t item = { l->s, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll(&item, 1, timeout_ms) <= 0) return -1;
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        int n = zmq_msg_recv(&part, l->s, 0);
+        buf_clear(&l->frame);
+        if (n >= 0) buf_add(&l->frame, zmq_msg_data(&part), zmq_msg_size(&part));
+        zmq_msg_close(&part);
+        l->off = 0;
+        if (n < 0) return -1;
+    }
     struct msg m;
     size_t used;
     const char *err;
-    if (msg_decode(zmq_msg_data(&part), zmq_msg_size(&part), &m, &used, &err) < 0 || m.type != MSG_CTL_REPLY)
-        goto out;
+    if (msg_decode(l->frame.data + l->off, l->frame.len - l->off, &m, &used, &err) < 0 || m.type != MSG_CTL_REPLY) {
+        l->off = l->frame.len;
+        return -1;
+    }
+    l->off += used;
     memset(r, 0, sizeof *r);
     r->status = (int)m.num;
     buf_add(&r->cols, m.f[0].p, m.f[0].n);
     buf_add(&r->rows, m.f[1].p, m.f[1].n);
     buf_add(&r->message, m.f[2].p, m.f[2].n);
-    rc = 0;
-out:
-    zmq_msg_close(&part);
-    return rc;
+    return 0;
 }
 
 /* One request to one instance; returns 0 or -1 (unreachable). */
 static int ask(const struct conf *c, const char *instance, const char *line, const char *input,
                size_t input_len, int timeout_ms, struct reply *r)
 {
-    void *s = connect_ctl(c, instance);
-    if (!s) return -1;
-    int rc = send_request(s, line, input, input_len) == 0 ? recv_reply(s, timeout_ms, r) : -1;
-    zmq_close(s);
+    struct link l;
+    if (connect_ctl(c, instance, &l) < 0) return -1;
+    int rc = send_request(l.s, line, input, input_len) == 0 ? recv_reply(&l, timeout_ms, r) : -1;
+    link_close(&l);
     return rc;
 }
 
@@ -217,8 +253,15 @@ static int ask_all(const struct conf *c, const char *prefix, const char *line, i
         if (prefix && strncmp(all[i].name, prefix, strlen(prefix)) != 0) continue;
         struct reply r;
         if (ask(c, all[i].name, line, NULL, 0, REPLY_TIMEOUT_MS, &r) < 0) {
-            if (down_rows && !opt_json) printf("%s\t%s\t-\t-\t-\t-\tdown\n", all[i].name, all[i].program + 5);
-            else fprintf(stderr, "xmppctl: %s is not answering\n", all[i].name);
+            if (down_rows) {
+                struct reply down = { 0 };
+                buf_adds(&down.cols, "instance\trole\tpid\tversion\tepoch\tuptime\tstate");
+                buf_addf(&down.rows, "%s\t%s\t-\t-\t-\t-\tdown\n", all[i].name, all[i].program + 5);
+                print_rows(&down);
+                reply_free(&down);
+            } else {
+                fprintf(stderr, "xmppctl: %s is not answering\n", all[i].name);
+            }
             rc = EXIT_UNREACHABLE;
             continue;
         }
@@ -320,8 +363,9 @@ out:
 /* import-users: "jid<TAB>password" lines; pipelined per shard. */
 static int cmd_import(const struct conf *c)
 {
-    void *socks[64] = { 0 };
+    struct link links[64];
     unsigned outstanding[64] = { 0 };
+    memset(links, 0, sizeof links);
     char line[8192];
     unsigned long n = 0, failed = 0, lineno = 0;
     int rc = EXIT_OK;
@@ -337,7 +381,12 @@ static int cmd_import(const struct conf *c)
             continue;
         }
         unsigned k = (unsigned)atoi(instance + 3); /* "sm-K" */
-        if (!socks[k] && !(socks[k] = connect_ctl(c, instance))) {
+        if (k >= 64) {
+            fprintf(stderr, "xmppctl: more than 64 shards are not supported here\n");
+            rc = EXIT_FAILED;
+            break;
+        }
+        if (!links[k].s && connect_ctl(c, instance, &links[k]) < 0) {
             fprintf(stderr, "xmppctl: %s is not answering\n", instance);
             rc = EXIT_UNREACHABLE;
             break;
@@ -347,7 +396,7 @@ static int cmd_import(const struct conf *c)
         if (make_verifiers(c, tab + 1, &input) < 0) {
             fprintf(stderr, "xmppctl: line %lu: unusable password\n", lineno);
             failed++;
-        } else if (send_request(socks[k], buf_cstr(&req), input.data, input.len) == 0) {
+        } else if (send_request(links[k].s, buf_cstr(&req), input.data, input.len) == 0) {
             outstanding[k]++;
             n++;
         }
@@ -355,23 +404,23 @@ static int cmd_import(const struct conf *c)
         buf_free(&input);
         while (outstanding[k] >= IMPORT_WINDOW) {
             struct reply r;
-            if (recv_reply(socks[k], REPLY_TIMEOUT_MS, &r) < 0) { rc = EXIT_UNREACHABLE; goto out; }
+            if (recv_reply(&links[k], REPLY_TIMEOUT_MS, &r) < 0) { rc = EXIT_UNREACHABLE; goto out; }
             outstanding[k]--;
             if (r.status) { failed++; report(instance, &r); }
             reply_free(&r);
         }
     }
     for (unsigned k = 0; k < 64; k++) {
-        while (socks[k] && outstanding[k]) {
+        while (links[k].s && outstanding[k]) {
             struct reply r;
-            if (recv_reply(socks[k], REPLY_TIMEOUT_MS * 4, &r) < 0) { rc = EXIT_UNREACHABLE; goto out; }
+            if (recv_reply(&links[k], REPLY_TIMEOUT_MS * 4, &r) < 0) { rc = EXIT_UNREACHABLE; goto out; }
             outstanding[k]--;
             if (r.status) { failed++; report("import", &r); }
             reply_free(&r);
         }
     }
 out:
-    for (unsigned k = 0; k < 64; k++) if (socks[k]) zmq_close(socks[k]);
+    for (unsigned k = 0; k < 64; k++) link_close(&links[k]);
     fprintf(stderr, "xmppctl: %lu accounts sent, %lu failed\n", n, failed);
     if (rc == EXIT_OK && failed) rc = EXIT_FAILED;
     return rc;
