@@ -19,6 +19,7 @@
 #define BATCH_SOON (256u * 1024u)  /* send before the turn ends beyond this */
 #define RECV_PER_CALL 512          /* frames per dispatch, for fairness */
 #define RETRY_MS 2
+#define DEALER_SNDHWM 128          /* frames; one frame is one loop turn's records */
 
 struct outq {
     char peer[PEER_ID_MAX + 1];
@@ -187,9 +188,12 @@ ipc_t *ipc_connect_dealer(loop_t *loop, const char *endpoint, const char *identi
 {
     ipc_t *ipc = ipc_new(loop, ZMQ_DEALER, cb, arg);
     if (!ipc) return NULL;
-    int on = 1;
+    int on = 1, frames = DEALER_SNDHWM;
     zmq_setsockopt(ipc->zs, ZMQ_ROUTING_ID, identity, strlen(identity));
     zmq_setsockopt(ipc->zs, ZMQ_IMMEDIATE, &on, sizeof on);
+    /* a small queue inside ZeroMQ: beyond it batches stay ours, where
+     * ipc_pending() sees them and the owner can stop reading its clients */
+    zmq_setsockopt(ipc->zs, ZMQ_SNDHWM, &frames, sizeof frames);
     if (zmq_connect(ipc->zs, endpoint) < 0) {
         log_err("ipc: cannot connect %s: %s", endpoint, zmq_strerror(errno));
         goto fail;
