@@ -40,7 +40,7 @@ static const struct key keys[] = {
     { "sm_shards", V_UINT, OFF(sm_shards), 0, 1, 64 },
     { "c2s_instances", V_UINT, OFF(c2s_instances), 0, 1, 64 },
     { "listen_instances", V_UINT, OFF(listen_instances), 0, 1, 64 },
-    { "max_stanza_size", V_SIZE, OFF(max_stanza_size), 0, 10000, 16u << 20 },
+    { "max_stanza_size", V_SIZE, OFF(max_stanza_size), 0, 10000, 2u << 20 }, /* an internal record carries < 4 MiB of escaped XML */
     { "max_depth", V_UINT, OFF(max_depth), 0, 4, 1000 },
     { "max_attrs", V_UINT, OFF(max_attrs), 0, 4, 10000 },
     { "read_rate", V_SIZE, OFF(read_rate), 0, 1024, 1ull << 40 },

@@ -62,7 +62,7 @@ struct sm {
     struct hmap users;         /* bare JID -> struct sm_user */
     /* resync after a restart (DESIGN §3): c2s instances still to report */
     int resyncing;
-    char expect[16][PEER_NAME_MAX];
+    char expect[64][PEER_NAME_MAX]; /* c2s_instances is at most 64 */
     unsigned nexpect;
     struct held *held, **held_tail;
     unsigned nheld;
