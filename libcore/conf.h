@@ -44,6 +44,7 @@ struct conf {
     char *router_endpoint;    /* ZeroMQ endpoint the router binds; default ipc://<run_dir>/router */
     char *c2s_endpoint_fmt;   /* with %u for the instance number; default ipc://<run_dir>/c2s-%u */
     char *ctl_endpoint_fmt;   /* with %s for the instance name; default ipc://<run_dir>/ctl-%s */
+    char *trace_endpoint_fmt; /* PUB socket of trace lines, %s = instance; default ipc://<run_dir>/trace-%s */
     unsigned heartbeat_ms;    /* liveness: heartbeat period */
     unsigned peer_timeout_ms; /* a peer silent this long is dead */
     int show_version;         /* answer XEP-0092 with the version */
@@ -60,6 +61,8 @@ void conf_free(struct conf *c);
 const struct conf_host *conf_host(const struct conf *c, const char *domain, size_t len);
 /* Endpoint of a daemon's control socket into out. */
 void conf_ctl_endpoint(const struct conf *c, const char *instance, char *out, size_t size);
+/* Endpoint of a daemon's trace stream (xmppd-trace(7)) into out. */
+void conf_trace_endpoint(const struct conf *c, const char *instance, char *out, size_t size);
 /* Endpoint of c2s instance n (1-based) into out. */
 void conf_c2s_endpoint(const struct conf *c, unsigned n, char *out, size_t size);
 /* TLS certificate/key paths for a host (configured or the dev default). */

@@ -55,6 +55,7 @@ static const struct key keys[] = {
     { "router_endpoint", V_STR, OFF(router_endpoint), 0, 0, 0 },
     { "c2s_endpoint", V_STR, OFF(c2s_endpoint_fmt), 0, 0, 0 },
     { "ctl_endpoint", V_STR, OFF(ctl_endpoint_fmt), 0, 0, 0 },
+    { "trace_endpoint", V_STR, OFF(trace_endpoint_fmt), 0, 0, 0 },
     { "heartbeat_ms", V_UINT, OFF(heartbeat_ms), 0, 50, 60000 },
     { "peer_timeout_ms", V_UINT, OFF(peer_timeout_ms), 0, 200, 600000 },
     { "show_version", V_BOOL, OFF(show_version), 0, 0, 0 },
@@ -359,7 +360,12 @@ static int finish(struct conf *c, char *err, size_t errlen)
         snprintf(tmp, sizeof tmp, "ipc://%s/ctl-%%s", c->run_dir);
         c->ctl_endpoint_fmt = strdup(tmp);
     }
-    if (!c->state_dir || !c->run_dir || !c->router_endpoint || !c->c2s_endpoint_fmt || !c->ctl_endpoint_fmt)
+    if (!c->trace_endpoint_fmt) {
+        snprintf(tmp, sizeof tmp, "ipc://%s/trace-%%s", c->run_dir);
+        c->trace_endpoint_fmt = strdup(tmp);
+    }
+    if (!c->state_dir || !c->run_dir || !c->router_endpoint || !c->c2s_endpoint_fmt || !c->ctl_endpoint_fmt ||
+        !c->trace_endpoint_fmt)
         return -1;
     /* the formats are used with one argument each: check what they contain */
     const char *p = strchr(c->c2s_endpoint_fmt, '%');
@@ -370,6 +376,11 @@ static int finish(struct conf *c, char *err, size_t errlen)
     p = strchr(c->ctl_endpoint_fmt, '%');
     if (!p || p[1] != 's' || strchr(p + 1, '%')) {
         set_err(err, errlen, file, 0, "ctl_endpoint must contain exactly one %%s");
+        return -1;
+    }
+    p = strchr(c->trace_endpoint_fmt, '%');
+    if (!p || p[1] != 's' || strchr(p + 1, '%')) {
+        set_err(err, errlen, file, 0, "trace_endpoint must contain exactly one %%s");
         return -1;
     }
     if (c->read_burst < c->read_rate) c->read_burst = c->read_rate;
@@ -425,6 +436,7 @@ void conf_free(struct conf *c)
     free(c->router_endpoint);
     free(c->c2s_endpoint_fmt);
     free(c->ctl_endpoint_fmt);
+    free(c->trace_endpoint_fmt);
     for (size_t i = 0; i < c->n_c2s_listen; i++) free(c->c2s_listen[i]);
     for (size_t i = 0; i < c->n_c2s_tls_listen; i++) free(c->c2s_tls_listen[i]);
     for (size_t i = 0; i < c->n_hosts; i++) {
@@ -448,6 +460,14 @@ void conf_ctl_endpoint(const struct conf *c, const char *instance, char *out, si
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"
     snprintf(out, size, c->ctl_endpoint_fmt, instance); /* checked in finish() */
+#pragma GCC diagnostic pop
+}
+
+void conf_trace_endpoint(const struct conf *c, const char *instance, char *out, size_t size)
+{
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    snprintf(out, size, c->trace_endpoint_fmt, instance); /* checked in finish() */
 #pragma GCC diagnostic pop
 }
 

@@ -6,6 +6,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "msg.h"
+#include "trace.h"
 #include "util.h"
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +141,7 @@ static void builtin_stats(struct daemon *d, struct ctl_req *r)
     ctl_cols(r, "instance\tname\tvalue");
     ctl_row(r, "%s\trss_kib\t%ld", d->instance, rss_kib());
     ctl_row(r, "%s\tlog_lines_dropped\t%llu", d->instance, (unsigned long long)log_dropped());
+    ctl_row(r, "%s\ttrace_lines\t%llu", d->instance, (unsigned long long)trace_lines_written());
     if (d->def->stats) {
         /* the daemon writes "name\tvalue"; prefix each row with the instance */
         struct ctl_req sub = { .d = d };
@@ -156,19 +159,91 @@ static void builtin_stats(struct daemon *d, struct ctl_req *r)
     }
 }
 
-static int do_reload(struct daemon *d)
+/* Keys a running daemon cannot apply (xmppd.conf(5), RELOADING): a reload
+ * that changes one is refused whole, so that every daemon keeps running
+ * with one configuration. 1, with what changed in why, or 0. */
+static int needs_restart(const struct conf *was, const struct conf *now, char *why, size_t size)
+{
+    static const struct { const char *name; size_t off; } strs[] = {
+        { "state_dir", offsetof(struct conf, state_dir) },
+        { "run_dir", offsetof(struct conf, run_dir) },
+        { "router_endpoint", offsetof(struct conf, router_endpoint) },
+        { "c2s_endpoint", offsetof(struct conf, c2s_endpoint_fmt) },
+        { "ctl_endpoint", offsetof(struct conf, ctl_endpoint_fmt) },
+        { "trace_endpoint", offsetof(struct conf, trace_endpoint_fmt) },
+    }, nums[] = {
+        { "sm_shards", offsetof(struct conf, sm_shards) },
+        { "c2s_instances", offsetof(struct conf, c2s_instances) },
+        { "listen_instances", offsetof(struct conf, listen_instances) },
+        { "heartbeat_ms", offsetof(struct conf, heartbeat_ms) },
+        { "peer_timeout_ms", offsetof(struct conf, peer_timeout_ms) },
+    };
+    for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
+        const char *a = *(char *const *)(const void *)((const char *)was + strs[i].off);
+        const char *b = *(char *const *)(const void *)((const char *)now + strs[i].off);
+        if (strcmp(a, b) != 0) {
+            snprintf(why, size, "%s changed from %s to %s", strs[i].name, a, b);
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < sizeof nums / sizeof *nums; i++) {
+        unsigned a = *(const unsigned *)(const void *)((const char *)was + nums[i].off);
+        unsigned b = *(const unsigned *)(const void *)((const char *)now + nums[i].off);
+        if (a != b) {
+            snprintf(why, size, "%s changed from %u to %u", nums[i].name, a, b);
+            return 1;
+        }
+    }
+    if (was->tdb_nosync != now->tdb_nosync) {
+        snprintf(why, size, "tdb_nosync changed to %s", now->tdb_nosync ? "yes" : "no");
+        return 1;
+    }
+    int same = was->n_c2s_listen == now->n_c2s_listen;
+    for (size_t i = 0; same && i < was->n_c2s_listen; i++) same = strcmp(was->c2s_listen[i], now->c2s_listen[i]) == 0;
+    if (!same) {
+        snprintf(why, size, "the c2s_listen addresses changed");
+        return 1;
+    }
+    same = was->n_c2s_tls_listen == now->n_c2s_tls_listen;
+    for (size_t i = 0; same && i < was->n_c2s_tls_listen; i++)
+        same = strcmp(was->c2s_tls_listen[i], now->c2s_tls_listen[i]) == 0;
+    if (!same) {
+        snprintf(why, size, "the c2s_tls_listen addresses changed");
+        return 1;
+    }
+    same = was->n_hosts == now->n_hosts;
+    for (size_t i = 0; same && i < was->n_hosts; i++) same = strcmp(was->hosts[i].domain, now->hosts[i].domain) == 0;
+    if (!same) {
+        snprintf(why, size, "the served domains (domain, [host]) changed");
+        return 1;
+    }
+    return 0;
+}
+
+/* SIGHUP or `reload`: 0, or -1 with a sentence for xmppctl in why. */
+static int do_reload(struct daemon *d, char *why, size_t size)
 {
     struct conf fresh;
     char err[512];
     if (conf_load(d->conf.path, &fresh, err, sizeof err) < 0) {
         log_err("reload refused, configuration kept: %s", err);
+        snprintf(why, size, "reload refused, configuration kept: %s", err);
+        return -1;
+    }
+    if (needs_restart(&d->conf, &fresh, err, sizeof err)) {
+        log_err("reload refused, the running configuration is kept: %s, which needs a restart", err);
+        snprintf(why, size, "reload refused: %s, which needs a restart; the running configuration is kept", err);
+        conf_free(&fresh);
         return -1;
     }
     conf_free(&d->conf);
     d->conf = fresh;
     log_set_level(d->conf.log_level);
     log_notice("configuration reloaded from %s", d->conf.path ? d->conf.path : "(defaults)");
-    if (d->def->reload) d->def->reload(d);
+    if (d->def->reload && d->def->reload(d) < 0) {
+        snprintf(why, size, "configuration reloaded, but %s could not apply all of it: see its log", d->instance);
+        return -1;
+    }
     return 0;
 }
 
@@ -194,8 +269,11 @@ static int builtin(struct daemon *d, int argc, char **argv, struct ctl_req *r)
         }
         ctl_cols(r, "instance\tlevel");
         ctl_row(r, "%s\t%s", d->instance, log_level_name(log_get_level()));
+    } else if (strcmp(argv[0], "trace") == 0) {
+        trace_ctl(d, argc, argv, r); /* trace.c */
     } else if (strcmp(argv[0], "reload") == 0) {
-        if (do_reload(d) < 0) ctl_fail(r, 1, "configuration error: see the daemon's log");
+        char why[1024];
+        if (do_reload(d, why, sizeof why) < 0) ctl_fail(r, 1, "%s", why);
     } else {
         return -1;
     }
@@ -255,7 +333,8 @@ static void on_signal(loop_t *loop, int signo, void *arg)
 {
     struct daemon *d = arg;
     if (signo == SIGHUP) {
-        do_reload(d);
+        char why[1024];
+        do_reload(d, why, sizeof why); /* logged */
         return;
     }
     if (d->stopping) return;
@@ -358,6 +437,7 @@ int daemon_main(int argc, char **argv, const struct daemon_def *def)
         log_err("cannot bind the control socket %s (is %s already running?)", ep, d.instance);
         return 1;
     }
+    trace_init(&d);
     loop_add_signal(d.loop, SIGTERM, on_signal, &d);
     loop_add_signal(d.loop, SIGINT, on_signal, &d);
     loop_add_signal(d.loop, SIGHUP, on_signal, &d);
@@ -373,6 +453,7 @@ int daemon_main(int argc, char **argv, const struct daemon_def *def)
     log_notice("%s stopped", d.instance);
     log_set_nonblocking(0);
     d.ctl = NULL;
+    trace_close(); /* before the context is terminated */
     ipc_close_all(); /* flushes, and removes the ipc:// socket files */
     return 0;
 }

@@ -32,8 +32,11 @@ struct daemon_def {
     int (*init)(struct daemon *d);
     /* SIGTERM/SIGINT: say goodbye; the loop stops after this turn. */
     void (*stop)(struct daemon *d);
-    /* SIGHUP or `xmppctl reload`: the new configuration is in d->conf. */
-    void (*reload)(struct daemon *d);
+    /* SIGHUP or `xmppctl reload`: the new configuration is in d->conf
+     * (keys that need a restart are unchanged: daemon.c refuses a reload
+     * that changes them). 0, or -1 when some of it could not be applied
+     * (logged; xmppctl reload then exits 1). */
+    int (*reload)(struct daemon *d);
     /* A control command (argv[0] is its name). Return 0 when r is filled,
      * 1 when the answer comes later through ctl_finish(r), -1 if unknown. */
     int (*ctl)(struct daemon *d, int argc, char **argv, const char *input, size_t input_len,

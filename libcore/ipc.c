@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define PEER_ID_MAX 64
@@ -29,6 +30,7 @@ struct outq {
 
 struct ipc {
     struct ipc *next_link; /* every open link, for ipc_close_all */
+    char *bound_path;      /* ipc:// file we bound, removed on close */
     void *zs;
     int is_router;
     loop_t *loop;
@@ -177,6 +179,9 @@ ipc_t *ipc_bind_router(loop_t *loop, const char *endpoint, ipc_msg_cb cb, void *
         log_err("ipc: cannot bind %s: %s", endpoint, zmq_strerror(errno));
         goto fail;
     }
+    /* libzmq 4.3 leaves the socket file behind; the instance lock makes
+     * us its only owner, so we remove it when we close */
+    if (strncmp(endpoint, "ipc://", 6) == 0) ipc->bound_path = strdup(endpoint + 6);
     if (ipc_attach(ipc) < 0) goto fail;
     return ipc;
 fail:
@@ -337,6 +342,8 @@ void ipc_close(ipc_t *ipc)
     loop_off_turn_end(ipc->loop, turn_end, ipc);
     if (ipc->retry) loop_timer_cancel(ipc->loop, ipc->retry);
     zmq_close(ipc->zs);
+    if (ipc->bound_path) unlink(ipc->bound_path);
+    free(ipc->bound_path);
     while (ipc->queues) {
         struct outq *q = ipc->queues;
         ipc->queues = q->next;

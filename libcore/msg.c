@@ -51,6 +51,7 @@ static const struct type_schema schemas[MSG_TYPE_END] = {
     [MSG_CONN_RESET] = { "CONN_RESET", 2, 0, { T(BODY_MAX), T(JID_LEN) } },
     [MSG_CONN_CLOSE] = { "CONN_CLOSE", 2, 0, { T(64), T(1024) } },
     [MSG_CONN_NEXT] = { "CONN_NEXT", 0, 0, { { 0, 0, 0 } } },
+    [MSG_CONN_BOUND] = { "CONN_BOUND", 1, 0, { TR(JID_LEN) } },
     [MSG_STANZA] = { "STANZA", 5, 0, ROUTED(0, 0) },
     [MSG_DELIVER] = { "DELIVER", 5, 0, ROUTED(0, 1) },
     [MSG_BOUNCE] = { "BOUNCE", 5, 0, ROUTED(0, 0) },
@@ -143,7 +144,12 @@ static int valid_text(const unsigned char *s, size_t n)
     return 1;
 }
 
-static int check_record(const struct msg *m, const char **err)
+/* Every record every daemon receives passes here, and valid_text's byte
+ * loop is most of the router's CPU: aligned so that its speed does not
+ * depend on the size of unrelated code linked before it (measured: the
+ * router's CPU per message varied by 25% with the function's offset
+ * modulo 64, after adding code elsewhere in libcore). */
+__attribute__((aligned(64))) static int check_record(const struct msg *m, const char **err)
 {
     const struct type_schema *s = schema_of(m->type);
     if (!s) { *err = "unknown type"; return -1; }

@@ -30,7 +30,7 @@
 /* Versions of this protocol a peer speaks; exchanged in MSG_HELLO.
  * Bump MAX when a type is added or a schema changes. */
 #define MSG_PROTO_MIN 1
-#define MSG_PROTO_MAX 1
+#define MSG_PROTO_MAX 2 /* 2: MSG_CONN_BOUND */
 
 #define MSG_HEADER_LEN 32
 #define MSG_MAX_FIELDS 6
@@ -59,6 +59,8 @@ enum msg_type {
                                (stop pausing after each element) num=route hint f1=authenticated JID */
     MSG_CONN_CLOSE = 27,    /* f0=stream error condition ("" = plain close) f1=text */
     MSG_CONN_NEXT = 28,     /* pre-auth: done with the element, parse the next one */
+    MSG_CONN_BOUND = 29,    /* f0=full JID of the session just bound (step 1 of the trace
+                               matches it); sent only to a listen speaking protocol >= 2 */
 
     /* routed through the router: every one has the same five fields
      *   f0=from f1=to f2=dest instance ("" = route by address) f3=origin instance f4=body */

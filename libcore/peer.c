@@ -128,6 +128,7 @@ int peer_client_handle(peer_client_t *pc, const struct msg *m)
         }
         msg_str(m, 0, pc->server.name, sizeof pc->server.name);
         pc->server.role = m->kind;
+        pc->server.proto_max = m->num & 0xffff;
         pc->server.last_seen_ms = now;
         if (!was_up || restarted) {
             pc->server.epoch = m->id;
@@ -251,6 +252,7 @@ static void server_hello(peer_server_t *ps, const char *peer, const struct msg *
         snprintf(p->name, sizeof p->name, "%s", peer);
         p->role = m->kind;
         p->epoch = m->id;
+        p->proto_max = m->num & 0xffff;
         p->up = 1;
         p->last_seen_ms = loop_now_ms(ps->loop);
         send_liveness(ps->ipc, peer, MSG_HELLO_ACK, &ps->self);

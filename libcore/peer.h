@@ -30,6 +30,7 @@ struct peer_info {
     uint64_t epoch;
     uint64_t last_seen_ms;
     int up;
+    unsigned proto_max;  /* the highest protocol version it speaks (its hello) */
 };
 
 typedef struct peer_client peer_client_t;

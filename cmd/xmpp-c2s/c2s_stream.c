@@ -22,6 +22,7 @@
 #include "jid.h"
 #include "log.h"
 #include "stanza.h"
+#include "trace.h"
 #include "util.h"
 #include "xml.h"
 
@@ -178,6 +179,9 @@ static void stream_features(struct c2s_conn *c, struct buf *out)
     if (c->flags & CF_AUTHED) {
         /* RFC 6120 §7 bind; RFC 3921 §3 session, optional for RFC 6121 clients */
         buf_adds(out, "<bind xmlns='" NS_BIND "'/><session xmlns='" NS_SESSION "'><optional/></session>");
+        /* RFC 6121 §2.6.1 roster versioning, §3.4.1 subscription
+         * pre-approval: both handled by sm (sm_roster.c, sm_presence.c) */
+        buf_adds(out, "<ver xmlns='urn:xmpp:features:rosterver'/><sub xmlns='urn:xmpp:features:pre-approval'/>");
         c->state = C2S_WAIT_BIND;
     } else if (c->flags & CF_TLS) {
         c2s_sasl_features(c, out);
@@ -258,14 +262,41 @@ static void iq_error(struct c2s_conn *c, const char *id, size_t idlen, unsigned 
     c2s_send(c, out->data, out->len, 0);
 }
 
+/* A stanza c2s made for a traced one (an error reply): a new trace id,
+ * caused by it, written as step 7 and handed to listen traced. */
+static void send_caused(struct c2s_conn *c, const struct buf *xml, const struct msg *cause, const char *from,
+                        const char *what)
+{
+    struct msg m;
+    struct msg_str body = { xml->data, (uint32_t)xml->len };
+    msg_init(&m, MSG_CONN_SEND);
+    m.id = c->lid;
+    m.kind = cause->kind;
+    m.stype = STYPE_ERROR;
+    m.trace = trace_new_id();
+    m.flags = MSG_F_TRACED;
+    msg_setn(&m, 0, xml->data, xml->len);
+    c2s_to_listen(c, &m);
+    trace_line(7, m.kind, m.stype, from, c->jid, m.trace, cause->trace, &body, "created: %s ->%s conn %016llx",
+               what, S()->listens[c->listen].name, (unsigned long long)c->lid);
+}
+
 /* A stanza error reply to the client's own stanza (RFC 6120 §8.3); never
- * an error answering an error (stanza_error_reply refuses those). */
+ * an error answering an error (stanza_error_reply refuses those). When
+ * the stanza was traced (cause, else NULL), so is the reply, from
+ * err_from (the stanza's recipient). */
 static void stanza_error_to_client(struct c2s_conn *c, const char *body, size_t len, unsigned cond,
-                                   const char *text)
+                                   const char *text, const struct msg *cause, const char *err_from)
 {
     struct buf *out = &S()->scratch2;
     buf_clear(out);
     if (stanza_error_reply(body, len, cond, text, c->jid, out) < 0 || out->oom) return;
+    if (cause && (cause->flags & MSG_F_TRACED)) {
+        char what[96];
+        snprintf(what, sizeof what, "error %s", stanza_error_name(cond));
+        send_caused(c, out, cause, err_from, what);
+        return;
+    }
     c2s_send(c, out->data, out->len, 0);
 }
 
@@ -463,6 +494,15 @@ static void bound(struct c2s_conn *c, const struct msg *m)
         c->state = C2S_ESTABLISHED;
         S()->nsessions++;
         log_info("conn %016llx: session %s bound", (unsigned long long)c->cid, c->jid);
+        /* listen matches the trace rules on it (step 1); protocol 2 */
+        const struct peer_info *lp = peer_server_find(S()->lpeers, S()->listens[c->listen].name);
+        if (lp && lp->proto_max >= 2) {
+            struct msg b;
+            msg_init(&b, MSG_CONN_BOUND);
+            b.id = c->lid;
+            msg_set(&b, 0, c->jid);
+            c2s_to_listen(c, &b);
+        }
     } else {
         char bare[JID_STR_MAX];
         buf_addf(out, "<error type='%s'><%s xmlns='" NS_STANZA_ERRORS "'/></error></iq>",
@@ -478,15 +518,6 @@ static void bound(struct c2s_conn *c, const struct msg *m)
 }
 
 /* ---- session_established: routing the client's stanzas ---- */
-
-static void trace_line(const struct msg *m, unsigned step, const char *from, const char *to, const char *action)
-{
-    if (!(m->flags & MSG_F_TRACED)) return;
-    log_info("trace id=%016llx step=%u daemon=c2s instance=%s kind=%s type=%s from=%s to=%s action=%s",
-             (unsigned long long)m->trace, step, S()->d->instance, stanza_kind_name(m->kind),
-             m->stype ? stanza_type_name(m->stype) : "-", from && *from ? from : "-", to && *to ? to : "-",
-             action);
-}
 
 /* Broadcast presence (no 'to', available or unavailable) is remembered so
  * a restarted sm can be told again (DESIGN §3). */
@@ -512,19 +543,31 @@ static void route_stanza(struct c2s_conn *c, const struct msg *m)
     /* RFC 6120 §8.1.2.1: the server stamps the full JID as 'from'; a client
      * never chooses it. (Subscription presence goes out from the bare JID,
      * RFC 6121 §3.1.2: sm's roster code rewrites it.) */
+    int traced = m->flags & MSG_F_TRACED;
     if (stanza_stamp_from(m->f[3].p, m->f[3].n, c->jid, stamped) < 0 || stamped->oom) {
         log_warn("conn %016llx: cannot stamp a %s; dropped", (unsigned long long)c->cid,
                  stanza_kind_name(m->kind));
+        if (traced)
+            trace_line(2, m->kind, m->stype, c->jid, NULL, m->trace, 0, NULL, "drop: cannot stamp 'from' (out of memory)");
         return;
     }
+    struct msg_str body = { stamped->data, (uint32_t)stamped->len };
     if (m->kind == KIND_IQ && (m->stype == STYPE_NONE || m->stype == STYPE_INVALID || m->f[1].n == 0)) {
         /* RFC 6120 §8.2.3: an IQ needs an id and one of the four types */
-        stanza_error_to_client(c, stamped->data, stamped->len, SE_BAD_REQUEST, NULL);
+        if (traced)
+            trace_line(2, m->kind, m->stype, c->jid, NULL, m->trace, 0, &body,
+                       "error: bad-request (an iq needs an id and a type)");
+        stanza_error_to_client(c, stamped->data, stamped->len, SE_BAD_REQUEST, NULL, m, c->domain);
         return;
     }
     if (m->f[0].n && jid_normalize(m->f[0].p, m->f[0].n, to, sizeof to) < 0) {
         s->st.malformed_to++;
-        stanza_error_to_client(c, stamped->data, stamped->len, SE_JID_MALFORMED, NULL);
+        if (traced) {
+            char raw[JID_STR_MAX];
+            if (!msg_str(m, 0, raw, sizeof raw)) raw[0] = '\0';
+            trace_line(2, m->kind, m->stype, c->jid, raw, m->trace, 0, &body, "error: jid-malformed ('to' is not a JID)");
+        }
+        stanza_error_to_client(c, stamped->data, stamped->len, SE_JID_MALFORMED, NULL, m, c->domain);
         return;
     }
     remember_presence(c, m, stamped);
@@ -541,7 +584,7 @@ static void route_stanza(struct c2s_conn *c, const struct msg *m)
     msg_setn(&out, 4, stamped->data, stamped->len);
     c2s_to_router(&out);
     s->st.routed[m->kind < KIND_END ? m->kind : 0]++;
-    trace_line(m, 2, c->jid, to, "route->router");
+    if (traced) trace_line(2, m->kind, m->stype, c->jid, to, m->trace, 0, &body, "->router");
 }
 
 static void session_element(struct c2s_conn *c, const struct msg *m)
@@ -613,7 +656,7 @@ static void redeliver(const struct msg *m)
     out.f[4] = m->f[4];
     c2s_to_router(&out);
     S()->st.redelivered++;
-    trace_line(m, 7, NULL, NULL, "gone->resend-inbound");
+    if (m->flags & MSG_F_TRACED) trace_msg(7, m, 0, "reinject: connection gone, back to sm as inbound");
 }
 
 static void deliver(const struct msg *m)
@@ -626,20 +669,29 @@ static void deliver(const struct msg *m)
     struct msg out;
     msg_init(&out, MSG_CONN_SEND);
     out.id = c->lid;
+    out.kind = m->kind; /* for listen's trace line */
+    out.stype = m->stype;
     out.trace = m->trace;
     out.flags = m->flags & MSG_F_TRACED;
     out.f[0] = m->f[4];
     c2s_to_listen(c, &out);
     S()->st.deliveries++;
-    trace_line(m, 7, NULL, c->jid, "deliver->listen");
+    if (m->flags & MSG_F_TRACED)
+        trace_msg(7, m, 0, "->%s conn %016llx", S()->listens[c->listen].name, (unsigned long long)c->lid);
 }
 
 static void bounce(const struct msg *m)
 {
     struct c2s_conn *c = c2s_find_cid(m->id);
     S()->st.bounces++;
-    if (!c || c->state != C2S_ESTABLISHED) return;
-    stanza_error_to_client(c, m->f[4].p, m->f[4].n, m->num, NULL);
+    if (!c || c->state != C2S_ESTABLISHED) {
+        if (m->flags & MSG_F_TRACED) trace_msg(7, m, 0, "drop: bounced (%s), the sender is gone", stanza_error_name(m->num));
+        return;
+    }
+    char from[JID_STR_MAX];
+    if (!msg_str(m, 1, from, sizeof from)) from[0] = '\0';
+    if (m->flags & MSG_F_TRACED) trace_msg(7, m, 0, "bounced: %s", stanza_error_name(m->num));
+    stanza_error_to_client(c, m->f[4].p, m->f[4].n, m->num, NULL, m, from);
 }
 
 static void kick(const struct msg *m)

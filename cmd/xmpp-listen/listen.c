@@ -7,6 +7,7 @@
 #include "config.h"
 #include "listen.h"
 #include "log.h"
+#include "trace.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -329,13 +330,16 @@ static void link_msg(ipc_t *ipc, const char *peer, const struct msg *m, void *ar
     (void)peer;
     if (!k->peer) return; /* stopping: said goodbye already */
     if (peer_client_handle(k->peer, m)) return;
-    if (m->type < MSG_CONN_SEND || m->type > MSG_CONN_NEXT) {
+    if (m->type < MSG_CONN_SEND || m->type > MSG_CONN_BOUND) {
         log_warn("c2s-%u: unexpected %s record ignored", k->number, msg_type_name(m->type));
         return;
     }
     struct conn *c = listen_find(k->l, m->id);
     if (!c || c->link != k) {
         /* connections race with closes: the client may be gone already */
+        if (m->flags & MSG_F_TRACED)
+            trace_line(8, m->kind, m->stype, NULL, NULL, m->trace, 0, NULL, "drop: connection %016llx gone",
+                       (unsigned long long)m->id);
         log_debug("c2s-%u: %s for unknown connection %016llx ignored", k->number, msg_type_name(m->type),
                   (unsigned long long)m->id);
         return;
@@ -678,7 +682,7 @@ static void listen_stop(struct daemon *d)
 /* SIGHUP: new certificates for new connections; existing ones keep the
  * SSL_CTX they hold a reference to. Addresses and c2s links stay as
  * they are until a restart; limits apply to new parsers. */
-static void listen_reload(struct daemon *d)
+static int listen_reload(struct daemon *d)
 {
     struct listen *l = d->priv;
     struct listen_tls *fresh = tls_load(l, &d->conf);
@@ -690,6 +694,7 @@ static void listen_reload(struct daemon *d)
         log_notice("reload: certificates reloaded for %zu hosts", d->conf.n_hosts);
     }
     apply_limits(l);
+    return fresh ? 0 : -1;
 }
 
 static void listen_stats(struct daemon *d, struct ctl_req *r)

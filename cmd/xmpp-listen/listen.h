@@ -75,7 +75,7 @@ struct conn {
     struct buf out;         /* output queue; out_off bytes of it already written */
     size_t out_off;
     char *domain;           /* the stream's served domain, for our own headers */
-    char *jid;              /* authenticated JID, for logs */
+    char *jid;              /* authenticated JID, full once bound: logs, trace rules */
     loop_timer_t *close_timer;
     uint64_t last_in_ms, last_out_ms;
     uint64_t refill_ms;     /* token bucket: last refill time */
@@ -93,6 +93,7 @@ struct conn {
     unsigned wr_want_read : 1; /* SSL_write needs the socket readable */
     unsigned open_sent : 1;    /* c2s knows this connection */
     unsigned authed : 1;       /* MSG_F_AUTHED seen: parse freely */
+    unsigned bound : 1;        /* CONN_BOUND seen: jid is the session's full JID */
     unsigned waiting : 1;      /* pre-auth: one element handed to c2s, awaiting its word */
     unsigned stream_seen : 1;  /* CONN_STREAM sent for the current stream */
     unsigned header_sent : 1;  /* a response stream header went out for it */

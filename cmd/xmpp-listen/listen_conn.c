@@ -8,6 +8,7 @@
 #include "listen.h"
 #include "jid.h"
 #include "log.h"
+#include "trace.h"
 #include "util.h"
 #include "xml.h"
 
@@ -407,6 +408,14 @@ static unsigned element_kind(const xml_node_t *e)
     return KIND_OTHER;
 }
 
+/* Trace step 1: the element as parsed, from the session's full JID. */
+static void trace_in(struct conn *c, const struct msg *m, const char *to, const char *action)
+{
+    char norm[JID_STR_MAX];
+    if (to && jid_normalize(to, strlen(to), norm, sizeof norm) == 0) to = norm;
+    trace_line(1, m->kind, m->stype, c->jid, to, m->trace, 0, &m->f[3], "%s", action);
+}
+
 /* Hand one top-level element to c2s in its canonical serialization
  * (DESIGN §3 "parse once"), without the 'from' a client never chooses
  * (RFC 6120 §8.1.2.1: the server stamps it). */
@@ -434,10 +443,21 @@ static void forward_element(struct conn *c, xml_node_t *e)
     msg_set(&m, 1, id);
     msg_set(&m, 2, ns);
     msg_setn(&m, 3, body.data, body.len);
+    /* DESIGN §5: whether a client stanza is traced is decided here, once */
+    if (trace_active() && c->bound && kind != KIND_OTHER && trace_match_raw(c->jid, to, to ? strlen(to) : 0)) {
+        m.flags |= MSG_F_TRACED;
+        m.trace = trace_new_id();
+    }
     if (listen_send(c, &m) < 0) {
         /* bigger than a record may carry (max_stanza_size above it) */
+        if (m.flags & MSG_F_TRACED) trace_in(c, &m, to, "drop: too large for a record, stream closed");
         conn_stream_error(c, "policy-violation", "stanza too large", CLOSE_ERROR);
         goto out;
+    }
+    if (m.flags & MSG_F_TRACED) {
+        char action[32];
+        snprintf(action, sizeof action, "->c2s-%u", c->link->number);
+        trace_in(c, &m, to, action);
     }
     c->l->st.elements_in++;
     if (!c->authed) c->waiting = 1;
@@ -672,10 +692,22 @@ static void release_next(struct conn *c)
     if (!c->closing) update_events(c);
 }
 
+/* Trace step 8: a traced stanza queued for the client's socket (written
+ * at the end of this loop turn), or why not. */
+static void trace_out(struct conn *c, const struct msg *m, const char *dropped)
+{
+    xml_node_t *e = xml_parse(m->f[0].p, m->f[0].n, NS_CLIENT); /* our own canonical XML */
+    const char *from = e ? xml_attr(e, "from") : NULL;
+    if (dropped) trace_line(8, m->kind, m->stype, from, c->jid, m->trace, 0, &m->f[0], "drop: %s", dropped);
+    else trace_line(8, m->kind, m->stype, from, c->jid, m->trace, 0, &m->f[0], "written %u bytes", m->f[0].n);
+    xml_free(e);
+}
+
 static void cmd_send(struct conn *c, const struct msg *m)
 {
     if (c->stream_seen) c->header_sent = 1; /* the first send answers the stream header */
     conn_send(c, m->f[0].p, m->f[0].n);
+    if (m->flags & MSG_F_TRACED) trace_out(c, m, c->closing ? "slow reader, connection closed" : NULL);
     if (!c->closing && (m->flags & MSG_F_NEXT)) release_next(c);
 }
 
@@ -735,9 +767,19 @@ static void cmd_close(struct conn *c, const struct msg *m)
                       strcmp(cond, "conflict") == 0 ? CLOSE_KICKED : CLOSE_ERROR);
 }
 
+static void cmd_bound(struct conn *c, const struct msg *m)
+{
+    char *jid = util_strndup_safe(m->f[0].p, m->f[0].n);
+    if (!jid) return;
+    free(c->jid);
+    c->jid = jid;
+    c->bound = 1;
+}
+
 void conn_command(struct conn *c, const struct msg *m)
 {
     if (c->closing) {
+        if (m->flags & MSG_F_TRACED) trace_out(c, m, "connection closing");
         log_debug("%s for closing connection %s ignored", msg_type_name(m->type), c->addr);
         return;
     }
@@ -747,6 +789,7 @@ void conn_command(struct conn *c, const struct msg *m)
     case MSG_CONN_RESET: cmd_reset(c, m); break;
     case MSG_CONN_CLOSE: cmd_close(c, m); break;
     case MSG_CONN_NEXT: release_next(c); break;
+    case MSG_CONN_BOUND: cmd_bound(c, m); break;
     default: break;
     }
 }

@@ -13,6 +13,7 @@
 #include "msg.h"
 #include "peer.h"
 #include "stanza.h"
+#include "trace.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,7 @@ struct route {
     enum decision what;
     const char *dest;   /* ROUTE_TO */
     unsigned cond;      /* ROUTE_BOUNCE: enum stanza_error */
+    const char *why;    /* ROUTE_BOUNCE: for the trace */
 };
 
 typedef void (*stage_fn)(struct router *r, const struct msg *m, struct route *out);
@@ -94,7 +96,15 @@ static int domain_served(struct router *r, const char *domain)
     return 0;
 }
 
-static void bounce(struct router *r, const struct msg *m, unsigned cond)
+/* The step of DESIGN §2 a routed record is at here: 3 on the way to
+ * the sender's shard, 5 on the way to the recipient's, 6 to its c2s. */
+static unsigned step_of(const struct msg *m)
+{
+    if (m->type == MSG_DELIVER) return 6;
+    return (m->flags & MSG_F_INBOUND) ? 5 : 3;
+}
+
+static void bounce(struct router *r, const struct msg *m, unsigned cond, const char *why)
 {
     r->bounced++;
     char origin[PEER_NAME_MAX];
@@ -106,8 +116,13 @@ static void bounce(struct router *r, const struct msg *m, unsigned cond)
     if (!msg_str(m, 3, origin, sizeof origin) || !peer_server_find(r->peers, origin)) {
         log_notice("route: cannot bounce %s from %.*s: origin '%.*s' is gone", stanza_kind_name(m->kind),
                    (int)m->f[0].n, m->f[0].p, (int)m->f[3].n, m->f[3].p);
+        if (m->flags & MSG_F_TRACED)
+            trace_msg(step_of(m), m, 0, "drop: %s (%s), cannot bounce: origin %.*s is gone", stanza_error_name(cond),
+                      why ? why : "-", (int)m->f[3].n, m->f[3].p);
         return;
     }
+    if (m->flags & MSG_F_TRACED)
+        trace_msg(step_of(m), m, 0, "bounce: %s (%s) ->%s", stanza_error_name(cond), why ? why : "-", origin);
     struct msg b = *m;
     b.type = MSG_BOUNCE;
     b.num = cond;
@@ -122,15 +137,18 @@ static void to_shard(struct router *r, struct shard *s, const struct msg *m)
 {
     if (s->up) {
         ipc_send(r->ipc, s->name, m);
+        if (m->flags & MSG_F_TRACED) trace_msg(step_of(m), m, 0, "route->%s", s->name);
         return;
     }
     if (s->queue.len + MSG_HEADER_LEN + 6 * 4 + m->f[4].n > SHARD_QUEUE_MAX) {
         log_warn("route: queue for %s is full; %s bounced", s->name, msg_type_name(m->type));
-        bounce(r, m, SE_RESOURCE_CONSTRAINT);
+        bounce(r, m, SE_RESOURCE_CONSTRAINT, "the queue for a shard that is down is full");
         return;
     }
     if (s->queue.len == 0) s->queued_since_ms = loop_now_ms(r->d->loop);
     if (msg_encode(m, &s->queue) == 0) s->queued++;
+    if (m->flags & MSG_F_TRACED)
+        trace_msg(step_of(m), m, 0, "queued: %s down (held up to %u s)", s->name, SHARD_QUEUE_SECS);
 }
 
 /* ---------------- the inbound chain ---------------- */
@@ -143,6 +161,7 @@ static void stage_filter(struct router *r, const struct msg *m, struct route *ou
     if (m->f[1].n == 0) {
         out->what = ROUTE_BOUNCE;
         out->cond = SE_BAD_REQUEST;
+        out->why = "no recipient";
     }
 }
 
@@ -153,6 +172,7 @@ static void stage_local(struct router *r, const struct msg *m, struct route *out
     if (jid_domain_of(m->f[1].p, m->f[1].n, domain, sizeof domain) < 0) {
         out->what = ROUTE_BOUNCE;
         out->cond = SE_JID_MALFORMED;
+        out->why = "no domain in the recipient";
         return;
     }
     if (!domain_served(r, domain)) return;
@@ -160,6 +180,7 @@ static void stage_local(struct router *r, const struct msg *m, struct route *out
     if (!s) {
         out->what = ROUTE_BOUNCE;
         out->cond = SE_JID_MALFORMED;
+        out->why = "unusable recipient";
         return;
     }
     out->what = ROUTE_TO;
@@ -178,13 +199,14 @@ static void stage_remote(struct router *r, const struct msg *m, struct route *ou
     (void)r; (void)m;
     out->what = ROUTE_BOUNCE;
     out->cond = SE_REMOTE_SERVER_NOT_FOUND;
+    out->why = "remote domain, no federation (s2s) yet";
 }
 
 static const stage_fn inbound_chain[] = { stage_filter, stage_local, stage_components, stage_remote };
 
 static void route_inbound(struct router *r, const struct msg *m)
 {
-    struct route rt = { ROUTE_NEXT, NULL, SE_NONE };
+    struct route rt = { ROUTE_NEXT, NULL, SE_NONE, NULL };
     for (size_t i = 0; i < sizeof inbound_chain / sizeof *inbound_chain && rt.what == ROUTE_NEXT; i++)
         inbound_chain[i](r, m, &rt);
     if (rt.what == ROUTE_TO) {
@@ -192,7 +214,7 @@ static void route_inbound(struct router *r, const struct msg *m)
     } else {
         log_info("route: %s from %.*s to %.*s refused: %s", stanza_kind_name(m->kind), (int)m->f[0].n,
                  m->f[0].p, (int)m->f[1].n, m->f[1].p, stanza_error_name(rt.cond));
-        bounce(r, m, rt.cond);
+        bounce(r, m, rt.cond, rt.why);
     }
 }
 
@@ -204,6 +226,7 @@ static void route_by_sender(struct router *r, const struct msg *m)
     if (!s) {
         r->malformed++;
         log_warn("route: %s with unusable sender '%.*s' dropped", msg_type_name(m->type), (int)m->f[0].n, m->f[0].p);
+        if (m->flags & MSG_F_TRACED) trace_msg(step_of(m), m, 0, "drop: unusable sender");
         return;
     }
     to_shard(r, s, m);
@@ -224,9 +247,11 @@ static void route_to_dest(struct router *r, const struct msg *m)
     }
     if (peer_server_find(r->peers, dest)) {
         ipc_send(r->ipc, dest, m);
+        if (m->flags & MSG_F_TRACED) trace_msg(step_of(m), m, 0, "deliver->%s", dest);
         return;
     }
     if (m->type == MSG_DELIVER) {
+        if (m->flags & MSG_F_TRACED) trace_msg(step_of(m), m, 0, "reinject: %s gone, back to sm as inbound", dest);
         /* the recipient's c2s is gone: hand the stanza back to its sm as
          * inbound, which finds the session ended and applies RFC 6121 §8.5 */
         struct msg back = *m;
@@ -339,6 +364,7 @@ static void peer_up(void *arg, const struct peer_info *p, int restarted)
                 const char *err;
                 if (msg_decode(s->queue.data + off, s->queue.len - off, &q, &used, &err) < 0) break;
                 ipc_send(r->ipc, s->name, &q);
+                if (q.flags & MSG_F_TRACED) trace_msg(step_of(&q), &q, 0, "route->%s (was queued)", s->name);
                 off += used;
             }
             buf_free(&s->queue);
@@ -381,7 +407,7 @@ static void expire_queues(loop_t *loop, void *arg)
             size_t used;
             const char *err;
             if (msg_decode(q.data + off, q.len - off, &m, &used, &err) < 0) break;
-            bounce(r, &m, SE_SERVICE_UNAVAILABLE);
+            bounce(r, &m, SE_SERVICE_UNAVAILABLE, "its shard stayed down");
             s->expired++;
             off += used;
         }

@@ -5,12 +5,20 @@
  * rules for an offline user to someone who is in fact online. */
 #include "config.h"
 #include "sm.h"
+#include "sm_roster.h"
 #include "log.h"
 #include "stanza.h"
+#include "trace.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
 
 #define RESYNC_QUIET_MS 300   /* no c2s announced itself: nothing to wait for */
 #define RESYNC_MAX_MS 5000    /* a c2s that does not finish is not waited for */
@@ -90,9 +98,14 @@ static void hold(struct sm *sm, const struct msg *m)
     if (!h || sm->nheld >= HOLD_MAX || msg_encode(m, &h->rec) < 0) {
         if (h) buf_free(&h->rec);
         free(h);
+        if (m->flags & MSG_F_TRACED)
+            trace_msg(m->flags & MSG_F_INBOUND ? 5 : 4, m, 0, "error: resource-constraint (too many held while resyncing)");
         sm_reply_error(sm, m, SE_RESOURCE_CONSTRAINT, NULL);
         return;
     }
+    if (m->flags & MSG_F_TRACED)
+        trace_msg(m->flags & MSG_F_INBOUND ? 5 : 4, m, 0, "held: %s is re-learning its sessions after a start",
+                  sm->d->instance);
     sm->nheld++;
     *sm->held_tail = h;
     sm->held_tail = &h->next;
@@ -186,6 +199,213 @@ static void on_record(ipc_t *ipc, const char *peer, const struct msg *m, void *a
     }
 }
 
+/* ---------------- the shard's stores: backup and restore ---------------- */
+
+store_t *sm_store_open(struct sm *sm, const char *file)
+{
+    char path[4096];
+    if (sm->nstores >= SM_MAX_STORES) {
+        log_err("more than %d stores", SM_MAX_STORES);
+        return NULL;
+    }
+    snprintf(path, sizeof path, "%s/%s", sm->d->conf.state_dir, sm->d->instance);
+    if (util_mkdir_p(path, 0700) < 0) {
+        log_err("cannot create %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    snprintf(path, sizeof path, "%s/%s/%s", sm->d->conf.state_dir, sm->d->instance, file);
+    store_t *s = store_open(sm->d->loop, path, sm->d->conf.tdb_nosync);
+    if (s) sm->stores[sm->nstores++] = s;
+    return s;
+}
+
+void sm_on_restore(struct sm *sm, void (*fn)(struct sm *sm))
+{
+    if (sm->nrestored < SM_MAX_STORES) sm->restored[sm->nrestored++] = fn;
+    else log_err("more than %d restore hooks", SM_MAX_STORES);
+}
+
+static const char *store_file(const store_t *s)
+{
+    const char *p = store_path(s), *slash = strrchr(p, '/');
+    return slash ? slash + 1 : p;
+}
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* "backup|restore DIR SHARDS": DIR/<instance> into out. SHARDS is the
+ * count xmppctl read in its configuration: users are placed by a hash
+ * over it, so both sides must agree. -1 when r is failed. */
+static int backup_dir(struct sm *sm, int argc, char **argv, char *out, size_t size, struct ctl_req *r)
+{
+    char *end;
+    if (argc != 3 || !argv[2][0]) {
+        ctl_fail(r, 2, "usage: %s DIR SHARDS", argv[0]);
+        return -1;
+    }
+    unsigned long n = strtoul(argv[2], &end, 10);
+    if (*end) {
+        ctl_fail(r, 2, "usage: %s DIR SHARDS", argv[0]);
+        return -1;
+    }
+    if (argv[1][0] != '/') {
+        ctl_fail(r, 2, "%s: the directory must be given as an absolute path", argv[1]);
+        return -1;
+    }
+    if (n != sm->d->conf.sm_shards) {
+        ctl_fail(r, 1, "xmppctl counts %lu shards, this server runs with sm_shards = %u: give xmppctl the "
+                 "server's configuration file", n, sm->d->conf.sm_shards);
+        return -1;
+    }
+    if ((size_t)snprintf(out, size, "%s/%s", argv[1], sm->d->instance) >= size) {
+        ctl_fail(r, 2, "%s: path too long", argv[1]);
+        return -1;
+    }
+    return 0;
+}
+
+/* 1 if dir is the shard's own data directory: a backup there would
+ * replace the live files under the open tdb, a restore read itself. */
+static int is_own_dir(struct sm *sm, const char *dir)
+{
+    char own[4096];
+    struct stat a, b;
+    snprintf(own, sizeof own, "%s/%s", sm->d->conf.state_dir, sm->d->instance);
+    return stat(dir, &a) == 0 && stat(own, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* backup DIR SHARDS: a consistent copy of every store in DIR/sm-K/. Each
+ * file is copied whole between two turns of the loop, which waits: we are
+ * the only writer of our files, so nothing can change them meanwhile. */
+static void cmd_backup(struct sm *sm, int argc, char **argv, struct ctl_req *r)
+{
+    char dir[4096], dest[4352], err[1024];
+    if (backup_dir(sm, argc, argv, dir, sizeof dir, r) < 0) return;
+    if (util_mkdir_p(dir, 0700) < 0) {
+        ctl_fail(r, 1, "cannot create %s: %s", dir, strerror(errno));
+        return;
+    }
+    if (is_own_dir(sm, dir)) {
+        ctl_fail(r, 1, "%s is the shard's own data directory", dir);
+        return;
+    }
+    ctl_cols(r, "instance\tfile\trecords\tbytes\tms");
+    for (unsigned i = 0; i < sm->nstores; i++) {
+        struct store_copy info;
+        snprintf(dest, sizeof dest, "%s/%s", dir, store_file(sm->stores[i]));
+        if (store_backup(sm->stores[i], dest, &info, err, sizeof err) < 0) {
+            log_err("backup to %s failed: %s", dir, err);
+            ctl_fail(r, 1, "backup failed: %s", err);
+            return;
+        }
+        log_notice("backup: %s: %llu records, %llu bytes copied to %s in %.1f ms", store_file(sm->stores[i]),
+                   info.records, info.bytes, dest, info.ms);
+        ctl_row(r, "%s\t%s/%s\t%llu\t%llu\t%.1f", sm->d->instance, sm->d->instance, store_file(sm->stores[i]),
+                info.records, info.bytes, info.ms);
+    }
+}
+
+/* restore-check DIR SHARDS: is there a sound copy of every store in
+ * DIR/sm-K/ (tdb_check)? Changes nothing: xmppctl asks every shard this
+ * before it asks any to restore. */
+static void cmd_restore_check(struct sm *sm, int argc, char **argv, struct ctl_req *r)
+{
+    char dir[4096], src[4352], err[1024];
+    if (backup_dir(sm, argc, argv, dir, sizeof dir, r) < 0) return;
+    if (is_own_dir(sm, dir)) {
+        ctl_fail(r, 1, "%s is the shard's own data directory", dir);
+        return;
+    }
+    ctl_cols(r, "instance\tfile\trecords");
+    for (unsigned i = 0; i < sm->nstores; i++) {
+        unsigned long long records;
+        snprintf(src, sizeof src, "%s/%s", dir, store_file(sm->stores[i]));
+        if (store_check_file(src, &records, err, sizeof err) < 0) {
+            ctl_fail(r, 1, "%s", err);
+            return;
+        }
+        ctl_row(r, "%s\t%s/%s\t%llu", sm->d->instance, sm->d->instance, store_file(sm->stores[i]), records);
+    }
+}
+
+/* restore DIR SHARDS: every store's contents replaced by its copy in
+ * DIR/sm-K/, each in one transaction (all prepared before any commits);
+ * answered after the commits. Sessions of accounts the restore removed
+ * are ended. */
+static void cmd_restore(struct sm *sm, int argc, char **argv, struct ctl_req *r)
+{
+    char dir[4096], src[SM_MAX_STORES][4352], err[1024] = "";
+    struct store_copy info[SM_MAX_STORES];
+    struct sm_restore_note note;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (backup_dir(sm, argc, argv, dir, sizeof dir, r) < 0) return;
+    if (is_own_dir(sm, dir)) {
+        ctl_fail(r, 1, "%s is the shard's own data directory", dir);
+        return;
+    }
+    for (unsigned i = 0; i < sm->nstores; i++) {
+        snprintf(src[i], sizeof src[i], "%s/%s", dir, store_file(sm->stores[i]));
+        if (access(src[i], R_OK) < 0) {
+            ctl_fail(r, 1, "%s: %s: the backup has no readable copy of this shard's %s", src[i], strerror(errno),
+                     store_file(sm->stores[i]));
+            return;
+        }
+    }
+    if (sm_accounts_restore_begin(sm, &note) < 0) {
+        ctl_fail(r, 1, "restore failed, nothing changed: cannot read the accounts of the users online");
+        return;
+    }
+    unsigned begun = 0;
+    int ok = 1;
+    for (; begun < sm->nstores; begun++)
+        if (store_replace_begin(sm->stores[begun], src[begun], &info[begun], err, sizeof err) < 0) {
+            ok = 0;
+            break;
+        }
+    if (ok && sm_accounts_restore_fixup(sm, &note) < 0) {
+        ok = 0;
+        snprintf(err, sizeof err, "cannot keep the generation counter of %s", store_path(sm->accounts));
+    }
+    for (unsigned i = 0; ok && i < begun; i++)
+        if (store_prepare(sm->stores[i]) < 0) {
+            ok = 0;
+            snprintf(err, sizeof err, "cannot prepare the commit to %s", store_path(sm->stores[i]));
+        }
+    if (!ok) {
+        for (unsigned i = 0; i < begun; i++) store_cancel(sm->stores[i]);
+        sm_accounts_restore_done(sm, &note, 0);
+        log_err("restore from %s failed, nothing changed: %s", dir, err);
+        ctl_fail(r, 1, "restore failed, nothing changed: %s", err);
+        return;
+    }
+    unsigned committed = 0;
+    for (unsigned i = 0; i < begun; i++) committed += store_commit(sm->stores[i]) == 0;
+    if (committed)
+        for (unsigned i = 0; i < sm->nrestored; i++) sm->restored[i](sm);
+    unsigned ended = sm_accounts_restore_done(sm, &note, committed > 0);
+    double ms = ms_since(&t0);
+    if (committed < begun) {
+        /* after a successful prepare this takes a failing disk */
+        log_err("restore from %s: only %u of %u files committed", dir, committed, begun);
+        ctl_fail(r, 1, "restore from %s: only %u of %u files committed: see the log", dir, committed, begun);
+        return;
+    }
+    ctl_cols(r, "instance\tfile\trecords\tms");
+    for (unsigned i = 0; i < begun; i++) {
+        log_notice("restore: %s: %llu records from %s", store_file(sm->stores[i]), info[i].records, src[i]);
+        ctl_row(r, "%s\t%s/%s\t%llu\t%.1f", sm->d->instance, sm->d->instance, store_file(sm->stores[i]),
+                info[i].records, ms);
+    }
+    log_notice("restore from %s done in %.1f ms; sessions of %u user(s) ended", dir, ms, ended);
+    if (ended) ctl_fail(r, 0, "sessions of %u user(s) whose account is not in the backup were ended", ended);
+}
+
 /* ---------------- daemon ---------------- */
 
 static int sm_init(struct daemon *d)
@@ -202,6 +422,8 @@ static int sm_init(struct daemon *d)
     }
     sm->shard = (unsigned)k;
     if (sm_accounts_open(sm) < 0) return -1;
+    if (sm_roster_open(sm) < 0) return -1; /* roster.tdb, offline.tdb */
+    sm_on_restore(sm, sm_roster_forget_cache); /* cached rosters predate a restore */
     sm->router = ipc_connect_dealer(d->loop, d->conf.router_endpoint, d->instance, on_record, sm);
     if (!sm->router) return -1;
     struct peer_self self = { d->instance, ROLE_SM, d->epoch };
@@ -223,8 +445,16 @@ static void sm_stop(struct daemon *d)
 static int sm_ctl(struct daemon *d, int argc, char **argv, const char *input, size_t input_len, struct ctl_req *r)
 {
     struct sm *sm = d->priv;
+    if (strcmp(argv[0], "backup") == 0 || strncmp(argv[0], "restore", 7) == 0) {
+        if (argv[0][0] == 'b') cmd_backup(sm, argc, argv, r);
+        else if (strcmp(argv[0], "restore") == 0) cmd_restore(sm, argc, argv, r);
+        else if (strcmp(argv[0], "restore-check") == 0) cmd_restore_check(sm, argc, argv, r);
+        else return -1;
+        return 0;
+    }
     int rc = sm_accounts_ctl(sm, argc, argv, input, input_len, r);
     if (rc == -1) rc = sm_sessions_ctl(sm, argc, argv, r);
+    if (rc == -1) rc = sm_roster_ctl(sm, argc, argv, r);
     return rc;
 }
 
@@ -247,6 +477,7 @@ static void sm_stats(struct daemon *d, struct ctl_req *r)
     ctl_row(r, "store_commits\t%llu", st.commits);
     ctl_row(r, "store_writes\t%llu", st.writes);
     ctl_row(r, "store_failures\t%llu", st.failures);
+    sm_roster_stats(sm, r);
 }
 
 static const struct daemon_def sm_def = {

@@ -51,12 +51,20 @@ struct held {
     struct buf rec;          /* the encoded record */
 };
 
+#define SM_MAX_STORES 16
+
 struct sm {
     struct daemon *d;
     unsigned shard;
     ipc_t *router;
     peer_client_t *link;
     store_t *accounts;
+    /* every tdb file of the shard, opened with sm_store_open: what
+     * `backup` copies and `restore` replaces */
+    store_t *stores[SM_MAX_STORES];
+    unsigned nstores;
+    void (*restored[SM_MAX_STORES])(struct sm *sm); /* see sm_on_restore */
+    unsigned nrestored;
     unsigned char secret[32];  /* for fake verifiers, persistent */
     struct hmap sessions;      /* full JID -> struct session */
     struct hmap users;         /* bare JID -> struct sm_user */
@@ -75,13 +83,44 @@ struct sm {
 
 extern struct sm SM;
 
+/* sm.c */
+/* Open (create) <state_dir>/<instance>/<file> and count it among the
+ * shard's stores, which `backup` and `restore` walk; NULL on failure. */
+store_t *sm_store_open(struct sm *sm, const char *file);
+/* Have fn called after `restore` replaced the contents of the stores (and
+ * before the sessions of removed accounts are ended): a module that keeps
+ * anything from its store in memory (a cache) must drop it there. */
+void sm_on_restore(struct sm *sm, void (*fn)(struct sm *sm));
+
+/* What the account code notes before a restore (sm_accounts.c), to keep
+ * the generation counter from going back and to end the sessions of
+ * accounts the restore removed. */
+struct sm_restore_note {
+    unsigned long long gen;    /* the generation counter before */
+    size_t n;                  /* users online, with their account's generation (0: none) */
+    char **bare;
+    unsigned long long *gens;
+};
+
 /* sm_accounts.c */
 int sm_accounts_open(struct sm *sm);
 void sm_accounts_close(struct sm *sm);
 /* 1 if the account exists, 0 if not, -1 on a storage error. */
 int sm_account_exists(struct sm *sm, const char *bare, size_t len);
 void sm_auth_lookup(struct sm *sm, const struct msg *m);
+/* For control commands: arg as a user JID this shard holds
+ * (local@served-domain, no resource) into bare; else fails r, -1. */
+int sm_ctl_user_jid(struct sm *sm, const char *arg, char *bare, size_t size, struct ctl_req *r);
 int sm_accounts_ctl(struct sm *sm, int argc, char **argv, const char *input, size_t input_len, struct ctl_req *r);
+/* Restore, in three steps: note the state before (0 or -1); inside the
+ * restore's open transaction, keep the generation counter at least where
+ * it was (0 or -1); after the commit (committed=1) or the cancel, reload
+ * the shard secret and end the sessions of every user whose account is
+ * gone or is another one (a new generation). Returns the users whose
+ * sessions were ended; frees the note. */
+int sm_accounts_restore_begin(struct sm *sm, struct sm_restore_note *note);
+int sm_accounts_restore_fixup(struct sm *sm, const struct sm_restore_note *note);
+unsigned sm_accounts_restore_done(struct sm *sm, struct sm_restore_note *note, int committed);
 
 /* sm_sessions.c */
 void sm_session_bind(struct sm *sm, const struct msg *m);
@@ -95,6 +134,11 @@ int sm_sessions_ctl(struct sm *sm, int argc, char **argv, struct ctl_req *r);
 /* Hand a stanza the server made (reply, error) to its recipient. */
 void sm_send_stanza(struct sm *sm, unsigned kind, unsigned stype, const char *from, const char *to,
                     const char *body, size_t len, uint64_t trace);
+/* The same, traced with a new id when cause (the trace id of the stanza
+ * that caused it, 0 if none or untraced) is set or the trace rules match
+ * from/to; what says what it is in the trace ("error service-unavailable"). */
+void sm_send_created(struct sm *sm, unsigned kind, unsigned stype, const char *from, const char *to,
+                     const char *body, size_t len, uint64_t cause, const char *what);
 /* Send an error reply to a stanza (never to an error). */
 void sm_reply_error(struct sm *sm, const struct msg *m, unsigned cond, const char *text);
 

@@ -27,17 +27,9 @@
 #define META_GEN "#meta:gen"
 #define RECORD_MAGIC "xmppd-account 1\n"
 
-int sm_accounts_open(struct sm *sm)
+/* Read the shard secret (for fake verifiers), or make and store one. */
+static int load_secret(struct sm *sm)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", sm->d->conf.state_dir, sm->d->instance);
-    if (util_mkdir_p(path, 0700) < 0) {
-        log_err("cannot create %s: %s", path, strerror(errno));
-        return -1;
-    }
-    snprintf(path, sizeof path, "%s/%s/accounts.tdb", sm->d->conf.state_dir, sm->d->instance);
-    sm->accounts = store_open(sm->d->loop, path, sm->d->conf.tdb_nosync);
-    if (!sm->accounts) return -1;
     struct buf v = { 0 };
     int rc = store_get(sm->accounts, META_SECRET, strlen(META_SECRET), &v);
     if (rc == 1 && v.len == sizeof sm->secret) {
@@ -51,8 +43,15 @@ int sm_accounts_open(struct sm *sm)
         rc = -1;
     }
     buf_free(&v);
-    if (rc < 0) log_err("cannot read or create the shard secret in %s", path);
+    if (rc < 0) log_err("cannot read or create the shard secret in %s", store_path(sm->accounts));
     return rc < 0 ? -1 : 0;
+}
+
+int sm_accounts_open(struct sm *sm)
+{
+    sm->accounts = sm_store_open(sm, "accounts.tdb");
+    if (!sm->accounts) return -1;
+    return load_secret(sm);
 }
 
 void sm_accounts_close(struct sm *sm)
@@ -138,8 +137,7 @@ static int valid_verifiers(const char *input, size_t len)
     return 1;
 }
 
-/* A user JID this shard may hold: local@served-domain, no resource. */
-static int account_jid(struct sm *sm, const char *arg, char *bare, size_t size, struct ctl_req *r)
+int sm_ctl_user_jid(struct sm *sm, const char *arg, char *bare, size_t size, struct ctl_req *r)
 {
     struct jid j;
     if (jid_parse(arg, strlen(arg), &j) < 0 || !j.has_local || j.has_resource) {
@@ -195,7 +193,7 @@ static int cmd_register(struct sm *sm, int create, const char *arg, const char *
                         struct ctl_req *r)
 {
     char bare[JID_STR_MAX];
-    if (account_jid(sm, arg, bare, sizeof bare, r) < 0) return 0;
+    if (sm_ctl_user_jid(sm, arg, bare, sizeof bare, r) < 0) return 0;
     if (!valid_verifiers(input, len)) {
         ctl_fail(r, 2, "expected SCRAM-SHA-1 and SCRAM-SHA-256 verifiers on input");
         return 0;
@@ -228,7 +226,7 @@ static int cmd_register(struct sm *sm, int create, const char *arg, const char *
 static int cmd_unregister(struct sm *sm, const char *arg, struct ctl_req *r)
 {
     char bare[JID_STR_MAX];
-    if (account_jid(sm, arg, bare, sizeof bare, r) < 0) return 0;
+    if (sm_ctl_user_jid(sm, arg, bare, sizeof bare, r) < 0) return 0;
     int exists = sm_account_exists(sm, bare, strlen(bare));
     if (exists <= 0) {
         ctl_fail(r, 1, exists < 0 ? "storage error reading %s" : "%s does not exist", bare);
@@ -260,6 +258,93 @@ static int list_one(const char *key, size_t klen, const char *val, size_t vlen, 
     }
     ctl_row(c->r, "%.*s", (int)klen, key);
     return 0;
+}
+
+/* ---------------- restore (sm.c drives it) ---------------- */
+
+/* The generation of bare's account: 1 found, 0 no account, -1 error. */
+static int account_generation(struct sm *sm, const char *bare, unsigned long long *gen)
+{
+    struct buf rec = { 0 };
+    long created;
+    *gen = 0;
+    int rc = store_get(sm->accounts, bare, strlen(bare), &rec);
+    if (rc == 1 && sscanf(buf_cstr(&rec), RECORD_MAGIC "gen %llu\ncreated %ld", gen, &created) != 2) *gen = 0;
+    buf_free(&rec);
+    return rc;
+}
+
+static unsigned long long generation_counter(struct sm *sm)
+{
+    struct buf v = { 0 };
+    unsigned long long gen = 0;
+    if (store_get(sm->accounts, META_GEN, strlen(META_GEN), &v) == 1) gen = strtoull(buf_cstr(&v), NULL, 10);
+    buf_free(&v);
+    return gen;
+}
+
+static void note_free(struct sm_restore_note *note)
+{
+    for (size_t i = 0; i < note->n; i++) free(note->bare[i]);
+    free(note->bare);
+    free(note->gens);
+    memset(note, 0, sizeof *note);
+}
+
+int sm_accounts_restore_begin(struct sm *sm, struct sm_restore_note *note)
+{
+    memset(note, 0, sizeof *note);
+    note->gen = generation_counter(sm);
+    size_t n = sm->users.count;
+    void **users = calloc(n ? n : 1, sizeof *users);
+    note->bare = calloc(n ? n : 1, sizeof *note->bare);
+    note->gens = calloc(n ? n : 1, sizeof *note->gens);
+    if (!users || !note->bare || !note->gens) goto fail;
+    n = hmap_values(&sm->users, users, n);
+    for (size_t i = 0; i < n; i++) {
+        const struct sm_user *u = users[i];
+        note->bare[i] = strdup(u->bare);
+        if (!note->bare[i]) goto fail;
+        note->n = i + 1;
+        if (account_generation(sm, u->bare, &note->gens[i]) < 0) goto fail;
+    }
+    free(users);
+    return 0;
+fail:
+    free(users);
+    note_free(note);
+    return -1;
+}
+
+int sm_accounts_restore_fixup(struct sm *sm, const struct sm_restore_note *note)
+{
+    /* generations are never given out twice, even across a restore: data
+     * other stores might keep under an old one stays unreachable */
+    if (generation_counter(sm) >= note->gen) return 0;
+    struct buf v = { 0 };
+    buf_addf(&v, "%llu", note->gen);
+    int rc = v.oom ? -1 : store_put(sm->accounts, META_GEN, strlen(META_GEN), v.data, v.len, NULL, NULL);
+    buf_free(&v);
+    return rc;
+}
+
+unsigned sm_accounts_restore_done(struct sm *sm, struct sm_restore_note *note, int committed)
+{
+    unsigned ended = 0;
+    if (committed) {
+        if (load_secret(sm) < 0) log_err("restore: the shard secret could not be read back");
+        for (size_t i = 0; i < note->n; i++) {
+            unsigned long long gen;
+            int rc = account_generation(sm, note->bare[i], &gen);
+            if (rc < 0 || (rc == 1 && (gen == note->gens[i] || !note->gens[i]))) continue;
+            log_notice("restore: account %s is %s; its sessions end", note->bare[i],
+                       rc == 0 ? "not in the backup" : "another one in the backup (other generation)");
+            sm_kick_user(sm, note->bare[i], STE_NOT_AUTHORIZED, "account removed by a restore");
+            ended++;
+        }
+    }
+    note_free(note);
+    return ended;
 }
 
 int sm_accounts_ctl(struct sm *sm, int argc, char **argv, const char *input, size_t input_len, struct ctl_req *r)

@@ -5,9 +5,11 @@
  * errors are never answered. */
 #include "config.h"
 #include "sm.h"
+#include "sm_roster.h"
 #include "jid.h"
 #include "log.h"
 #include "stanza.h"
+#include "trace.h"
 #include "xml.h"
 
 #include <string.h>
@@ -53,7 +55,7 @@ static void send_result(struct iq_ctx *c, struct buf *b)
 {
     char from[JID_STR_MAX], to[JID_STR_MAX];
     if (!msg_str(c->m, 1, from, sizeof from) || !msg_str(c->m, 0, to, sizeof to)) return;
-    sm_send_stanza(c->sm, KIND_IQ, STYPE_RESULT, from, to, b->data, b->len, c->m->trace);
+    sm_send_created(c->sm, KIND_IQ, STYPE_RESULT, from, to, b->data, b->len, trace_id_of(c->m), "iq result");
 }
 
 static void empty_result(struct iq_ctx *c)
@@ -140,17 +142,30 @@ void sm_iq_features(struct sm *sm, struct buf *out)
 
 void sm_iq_to_server(struct sm *sm, const struct msg *m, int for_user)
 {
-    if (m->stype != STYPE_GET && m->stype != STYPE_SET) return; /* results and errors: never answered */
+    int traced = m->flags & MSG_F_TRACED;
+    if (m->stype != STYPE_GET && m->stype != STYPE_SET) { /* results and errors: never answered */
+        if (traced) trace_msg(5, m, 0, "drop: iq %s to the server is not answered", stanza_type_name(m->stype));
+        return;
+    }
     struct iq_ctx c = { sm, m, NULL, NULL, for_user };
     c.iq = xml_parse(m->f[4].p, m->f[4].n, NS_CLIENT);
     if (!c.iq) {
         log_warn("iq from %.*s does not parse; dropped", (int)m->f[0].n, m->f[0].p);
+        if (traced) trace_msg(5, m, 0, "drop: iq does not parse");
         return;
     }
     c.query = xml_first_elem(c.iq);
     /* RFC 6120 §8.2.3: a get or set has exactly one payload element */
     if (!c.query || xml_next_elem(c.query) || !xml_attr(c.iq, "id")) {
+        if (traced) trace_msg(5, m, 0, "error: bad-request (an iq get/set needs one payload and an id)");
         sm_reply_error(sm, m, SE_BAD_REQUEST, NULL);
+        goto out;
+    }
+    if (strcmp(c.query->ns, NS_ROSTER) == 0 && strcmp(c.query->name, "query") == 0) {
+        /* RFC 6121 §2 (sm_roster.c); not a disco feature: roster
+         * versioning is announced as a stream feature (§2.6.1) */
+        if (traced) trace_msg(5, m, 0, "iq->handler " NS_ROSTER);
+        sm_roster_iq(sm, m, c.iq, c.query, for_user);
         goto out;
     }
     for (size_t i = 0; i < sizeof iq_table / sizeof *iq_table; i++) {
@@ -158,11 +173,18 @@ void sm_iq_to_server(struct sm *sm, const struct msg *m, int for_user)
         if (strcmp(c.query->ns, e->ns) != 0 || strcmp(c.query->name, e->name) != 0) continue;
         if ((for_user && e->server_only) || (e->enabled && !e->enabled(sm))) break;
         if ((m->stype == STYPE_GET && !e->get) || (m->stype == STYPE_SET && !e->set)) {
+            if (traced) trace_msg(5, m, 0, "error: bad-request (%s %s not defined)", e->ns, stanza_type_name(m->stype));
             sm_reply_error(sm, m, SE_BAD_REQUEST, NULL);
             goto out;
         }
+        if (traced) trace_msg(5, m, 0, "iq->handler %s%s", e->ns, for_user ? " (for the account)" : "");
         e->fn(&c);
         goto out;
+    }
+    if (traced) {
+        char ns[256];
+        trace_msg(5, m, 0, "error: service-unavailable (no handler for %s)",
+                  trace_escape(c.query->ns, strlen(c.query->ns), ns, sizeof ns));
     }
     sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL);
 out:

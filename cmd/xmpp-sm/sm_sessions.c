@@ -4,9 +4,11 @@
  * for stanzas to our users, delivered by RFC 6121 §8.5. */
 #include "config.h"
 #include "sm.h"
+#include "sm_roster.h"
 #include "jid.h"
 #include "log.h"
 #include "stanza.h"
+#include "trace.h"
 #include "xml.h"
 
 #include <stdio.h>
@@ -106,6 +108,29 @@ static void deliver(struct sm *sm, struct session *s, const struct msg *m)
     d.f[4] = m->f[4];
     ipc_send(sm->router, NULL, &d);
     sm->n.delivered++;
+    if (m->flags & MSG_F_TRACED) {
+        char full[JID_STR_MAX];
+        trace_msg(5, m, 0, "deliver->%s/conn %016llx (%s)", s->c2s, (unsigned long long)s->conn,
+                  trace_escape(s->full, strlen(s->full), full, sizeof full));
+    }
+}
+
+/* Trace step 5 (the inbound phase) for a traced record: one decision. */
+#define TRACE_IN(m, ...) \
+    do { if ((m)->flags & MSG_F_TRACED) trace_msg(5, (m), 0, __VA_ARGS__); } while (0)
+/* Trace step 4 (the sender's phase). */
+#define TRACE_OUT(m, ...) \
+    do { if ((m)->flags & MSG_F_TRACED) trace_msg(4, (m), 0, __VA_ARGS__); } while (0)
+
+/* A stanza the server makes (an error, a result, a presence copy) is
+ * traced with a new id when what caused it was traced (cause != 0) or
+ * when the rules match it here; the first line names the cause. */
+static void trace_created(struct msg *m, const char *from, const char *to, uint64_t cause, const char *what)
+{
+    if (!cause && !(trace_active() && trace_match(from, to))) return;
+    m->trace = trace_new_id();
+    m->flags |= MSG_F_TRACED;
+    trace_msg(4, m, cause, "created: %s", what);
 }
 
 static int is_local(struct sm *sm, const char *to, size_t len)
@@ -127,22 +152,33 @@ static void route_inbound(struct sm *sm, const struct msg *m)
     in.flags |= MSG_F_INBOUND;
     msg_set(&in, 2, "");
     msg_set(&in, 3, sm->d->instance);
-    if (is_local(sm, m->f[1].p, m->f[1].n)) inbound(sm, &in);
-    else ipc_send(sm->router, NULL, &in);
+    if (is_local(sm, m->f[1].p, m->f[1].n)) {
+        TRACE_OUT(m, "->inbound %s", sm->d->instance);
+        inbound(sm, &in);
+    } else {
+        TRACE_OUT(m, "->router inbound (the recipient is not on %s)", sm->d->instance);
+        ipc_send(sm->router, NULL, &in);
+    }
 }
 
-void sm_send_stanza(struct sm *sm, unsigned kind, unsigned stype, const char *from, const char *to,
-                    const char *body, size_t len, uint64_t trace)
+void sm_send_created(struct sm *sm, unsigned kind, unsigned stype, const char *from, const char *to,
+                     const char *body, size_t len, uint64_t cause, const char *what)
 {
     struct msg m;
     msg_init(&m, MSG_STANZA);
     m.kind = (uint8_t)kind;
     m.stype = (uint8_t)stype;
-    m.trace = trace;
     msg_set(&m, 0, from);
     msg_set(&m, 1, to);
     msg_setn(&m, 4, body, len);
+    trace_created(&m, from, to, cause, what);
     route_inbound(sm, &m);
+}
+
+void sm_send_stanza(struct sm *sm, unsigned kind, unsigned stype, const char *from, const char *to,
+                    const char *body, size_t len, uint64_t trace)
+{
+    sm_send_created(sm, kind, stype, from, to, body, len, trace, "server stanza");
 }
 
 void sm_reply_error(struct sm *sm, const struct msg *m, unsigned cond, const char *text)
@@ -154,7 +190,11 @@ void sm_reply_error(struct sm *sm, const struct msg *m, unsigned cond, const cha
     if (stanza_error_reply(m->f[4].p, m->f[4].n, cond, text, to, &out) < 0) goto out;
     sm->n.errors_sent++;
     log_debug("error %s to %s for a %s from it", stanza_error_name(cond), to, stanza_kind_name(m->kind));
-    if (*to) sm_send_stanza(sm, m->kind, STYPE_ERROR, from, to, out.data, out.len, m->trace);
+    if (*to) {
+        char what[96];
+        snprintf(what, sizeof what, "error %s", stanza_error_name(cond));
+        sm_send_created(sm, m->kind, STYPE_ERROR, from, to, out.data, out.len, trace_id_of(m), what);
+    }
 out:
     buf_free(&out);
 }
@@ -173,12 +213,14 @@ static void unavailable_body(struct buf *b, const char *from, const char *to)
 
 /* Deliver a presence body from s to the user's available resources. */
 static void to_own_resources(struct sm *sm, struct session *from, const char *body, size_t len,
-                             unsigned stype, int include_self)
+                             unsigned stype, int include_self, uint64_t trace)
 {
     struct msg m;
     msg_init(&m, MSG_STANZA);
     m.kind = KIND_PRESENCE;
     m.stype = (uint8_t)stype;
+    m.trace = trace;
+    m.flags = trace ? MSG_F_TRACED : 0;
     msg_set(&m, 0, from->full);
     msg_setn(&m, 4, body, len);
     for (struct session *s = from->user->sessions; s; s = s->next_of_user)
@@ -187,18 +229,29 @@ static void to_own_resources(struct sm *sm, struct session *from, const char *bo
 
 /* RFC 6121 §4.6.3 and §4.5.2: a session going unavailable tells those it
  * sent directed presence to and the user's other resources. */
-static void announce_unavailable(struct sm *sm, struct session *s)
+static void announce_unavailable(struct sm *sm, struct session *s, uint64_t cause, const char *why)
 {
     struct buf b = { 0 };
+    char what[160];
     for (struct directed *d = s->directed; d; d = d->next) {
         buf_clear(&b);
         unavailable_body(&b, s->full, d->jid);
-        sm_send_stanza(sm, KIND_PRESENCE, STYPE_UNAVAILABLE, s->full, d->jid, b.data, b.len, 0);
+        snprintf(what, sizeof what, "unavailable presence to a directed-presence recipient (%s)", why);
+        sm_send_created(sm, KIND_PRESENCE, STYPE_UNAVAILABLE, s->full, d->jid, b.data, b.len, cause, what);
     }
     if (s->available) {
+        struct msg t; /* only to carry a trace id for the copies */
         buf_clear(&b);
         unavailable_body(&b, s->full, NULL);
-        to_own_resources(sm, s, b.data, b.len, STYPE_UNAVAILABLE, 0);
+        msg_init(&t, MSG_STANZA);
+        t.kind = KIND_PRESENCE;
+        t.stype = STYPE_UNAVAILABLE;
+        msg_set(&t, 0, s->full);
+        snprintf(what, sizeof what, "unavailable presence to the other resources (%s)", why);
+        trace_created(&t, s->full, NULL, cause, what);
+        to_own_resources(sm, s, b.data, b.len, STYPE_UNAVAILABLE, 0, trace_id_of(&t));
+        /* RFC 6121 §4.5.2: and the contacts, whatever ended the session */
+        sm_presence_unavailable(sm, s, &t, b.data, b.len);
     }
     buf_free(&b);
     while (s->directed) {
@@ -212,7 +265,8 @@ static void announce_unavailable(struct sm *sm, struct session *s)
 static void end_session(struct sm *sm, struct session *s, const char *why)
 {
     log_info("session %s on %s/%llx ended: %s", s->full, s->c2s, (unsigned long long)s->conn, why);
-    announce_unavailable(sm, s);
+    announce_unavailable(sm, s, 0, why);
+    sm_roster_session_end(sm, s);
     session_free(sm, s);
     sm->n.ends++;
 }
@@ -262,24 +316,37 @@ static void set_presence(struct session *s, const char *body, size_t len)
 static void broadcast_presence(struct sm *sm, struct session *s, const struct msg *m)
 {
     if (m->stype == STYPE_UNAVAILABLE) {
-        if (!s->available && !s->directed) return;
+        if (!s->available && !s->directed) {
+            TRACE_OUT(m, "drop: unavailable presence from a resource that was not available");
+            return;
+        }
+        TRACE_OUT(m, "presence-broadcast unavailable to the other %u resource(s)", s->user->count - 1);
         /* deliver the client's own unavailable (it may carry a status) to
          * the other resources, then tell directed-presence recipients */
-        to_own_resources(sm, s, m->f[4].p, m->f[4].n, STYPE_UNAVAILABLE, 0);
+        to_own_resources(sm, s, m->f[4].p, m->f[4].n, STYPE_UNAVAILABLE, 0, trace_id_of(m));
+        sm_presence_unavailable(sm, s, m, m->f[4].p, m->f[4].n); /* the contacts (§4.5.2) */
         s->available = 0;
-        announce_unavailable(sm, s);
+        announce_unavailable(sm, s, trace_id_of(m), "the resource went unavailable");
         free(s->presence);
         s->presence = NULL;
         return;
     }
     if (m->stype != STYPE_NONE) {
         log_info("presence of type %s without a recipient from %s ignored", stanza_type_name(m->stype), s->full);
+        TRACE_OUT(m, "drop: presence of type %s without a recipient", stanza_type_name(m->stype));
         return;
     }
-    int initial = !s->available;
+    int initial = !s->available, old_priority = s->priority;
     set_presence(s, m->f[4].p, m->f[4].n);
+    if (m->flags & MSG_F_TRACED) {
+        unsigned n = 0;
+        for (struct session *o = s->user->sessions; o; o = o->next_of_user) n += o->available ? 1 : 0;
+        trace_msg(4, m, 0, "presence-broadcast to %u resource(s)%s", n, initial ? " (initial presence)" : "");
+    }
     /* the user's available resources, this one included, get it (§4.2.2) */
-    to_own_resources(sm, s, m->f[4].p, m->f[4].n, STYPE_NONE, 1);
+    to_own_resources(sm, s, m->f[4].p, m->f[4].n, STYPE_NONE, 1, trace_id_of(m));
+    /* the contacts, probes, pending requests, offline messages (sm_presence.c) */
+    sm_presence_available(sm, s, m, initial, old_priority);
     if (!initial) return;
     /* and the newcomer learns the presence of the user's other resources */
     struct msg other;
@@ -289,6 +356,9 @@ static void broadcast_presence(struct sm *sm, struct session *s, const struct ms
         if (o == s || !o->available || !o->presence) continue;
         msg_set(&other, 0, o->full);
         msg_set(&other, 4, o->presence);
+        other.flags = 0;
+        other.trace = 0;
+        trace_created(&other, o->full, s->full, trace_id_of(m), "presence of another resource for a new one");
         deliver(sm, s, &other);
     }
 }
@@ -320,6 +390,7 @@ static void outbound(struct sm *sm, const struct msg *m)
     if (!s) {
         sm->n.dropped++;
         log_notice("%s from %.*s dropped: no such session here", stanza_kind_name(m->kind), (int)m->f[0].n, m->f[0].p);
+        TRACE_OUT(m, "drop: the sender has no session on %s", sm->d->instance);
         return;
     }
     if (m->kind == KIND_PRESENCE) {
@@ -327,16 +398,25 @@ static void outbound(struct sm *sm, const struct msg *m)
             broadcast_presence(sm, s, m);
             return;
         }
+        if (m->stype >= STYPE_SUBSCRIBE && m->stype <= STYPE_UNSUBSCRIBED) {
+            /* RFC 6121 §3: the user's roster first, then routed (sm_presence.c) */
+            sm_presence_outbound_sub(sm, s, m);
+            return;
+        }
         track_directed(s, m);
+        if (m->stype == STYPE_NONE || m->stype == STYPE_UNAVAILABLE)
+            TRACE_OUT(m, "directed-presence %s", m->stype == STYPE_NONE ? "tracked" : "untracked");
     } else if (m->f[1].n == 0) {
         if (m->kind == KIND_IQ) {
             /* RFC 6120 §10.3.3: handled by the server for the account */
+            TRACE_OUT(m, "iq without 'to': answered by the server for the account");
             sm_iq_to_server(sm, m, 1);
             return;
         }
         /* RFC 6120 §10.3.1: a message without 'to' is for the sender's bare JID */
         struct msg self = *m;
         msg_setn(&self, 1, s->full, s->bare_len);
+        TRACE_OUT(m, "message without 'to': to the sender's bare JID");
         route_inbound(sm, &self);
         return;
     }
@@ -348,8 +428,12 @@ static void outbound(struct sm *sm, const struct msg *m)
 /* §8.5.2: a message to the bare JID. */
 static void message_to_bare(struct sm *sm, struct sm_user *u, const struct msg *m)
 {
-    if (m->stype == STYPE_ERROR) return; /* §8.5.2.1.1: silently ignored */
+    if (m->stype == STYPE_ERROR) { /* §8.5.2.1.1: silently ignored */
+        TRACE_IN(m, "drop: error message to a bare JID (RFC 6121 8.5.2.1.1)");
+        return;
+    }
     if (m->stype == STYPE_GROUPCHAT) {
+        TRACE_IN(m, "error: service-unavailable (groupchat to a bare JID, RFC 6121 8.5.2.1.1)");
         sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL);
         return;
     }
@@ -357,10 +441,19 @@ static void message_to_bare(struct sm *sm, struct sm_user *u, const struct msg *
     for (struct session *s = u ? u->sessions : NULL; s; s = s->next_of_user)
         if (s->available && s->priority >= 0 && s->priority > best) best = s->priority;
     if (best < 0) {
-        /* §8.5.2.2.1: no available resource with non-negative priority.
-         * Offline storage comes with the roster work; until then the
-         * sender is told (service-unavailable), headlines are dropped. */
-        if (m->stype != STYPE_HEADLINE) sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL);
+        /* §8.5.2.2.1: no available resource with non-negative priority:
+         * normal and chat go to offline storage (XEP-0160, sm_offline.c),
+         * headlines are dropped */
+        if (m->stype == STYPE_HEADLINE) {
+            TRACE_IN(m, "drop: headline, no available resource (RFC 6121 8.5.2.2.1)");
+            return;
+        }
+        if (m->stype == STYPE_NORMAL || m->stype == STYPE_NONE || m->stype == STYPE_CHAT) {
+            sm_offline_store(sm, m);
+            return;
+        }
+        TRACE_IN(m, "error: service-unavailable (no available resource with non-negative priority)");
+        sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL);
         return;
     }
     for (struct session *s = u->sessions; s; s = s->next_of_user) {
@@ -374,18 +467,35 @@ static void message_to_bare(struct sm *sm, struct sm_user *u, const struct msg *
 /* §8.5.2.1.2: presence to the bare JID goes to every available resource. */
 static void presence_to_bare(struct sm *sm, struct sm_user *u, const struct msg *m)
 {
-    if (m->stype == STYPE_PROBE) return; /* answered by the roster work (RFC 6121 §4.3) */
+    if (m->stype == STYPE_PROBE) { /* answered by the roster work (RFC 6121 §4.3) */
+        TRACE_IN(m, "drop: presence probe (not answered before rosters exist)");
+        return;
+    }
+    unsigned n = 0;
     for (struct session *s = u ? u->sessions : NULL; s; s = s->next_of_user)
-        if (s->available) deliver(sm, s, m);
+        if (s->available) {
+            deliver(sm, s, m);
+            n++;
+        }
+    if (!n) TRACE_IN(m, "drop: presence, no available resource (RFC 6121 8.5.2.1.2)");
 }
 
 /* §8.5.1: the account does not exist. */
 static void no_such_user(struct sm *sm, const struct msg *m)
 {
     if (m->kind == KIND_IQ) {
-        if (m->stype == STYPE_GET || m->stype == STYPE_SET) sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL);
+        if (m->stype == STYPE_GET || m->stype == STYPE_SET) {
+            TRACE_IN(m, "error: service-unavailable (no such user, RFC 6121 8.5.1)");
+            sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL);
+        } else {
+            TRACE_IN(m, "drop: iq %s to an unknown user", stanza_type_name(m->stype));
+        }
     } else if (m->kind == KIND_MESSAGE) {
+        if (m->stype == STYPE_ERROR) TRACE_IN(m, "drop: error message to an unknown user");
+        else TRACE_IN(m, "error: service-unavailable (no such user, RFC 6121 8.5.1)");
         sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL); /* option (b); never for errors */
+    } else {
+        TRACE_IN(m, "drop: presence to an unknown user (RFC 6121 8.5.1)");
     }
     /* presence of every type is silently ignored (options chosen so) */
 }
@@ -397,15 +507,31 @@ static void no_such_resource(struct sm *sm, struct sm_user *u, const struct msg 
     case KIND_MESSAGE:
         /* chat: as if to the bare JID; normal (also no type) and groupchat:
          * option (b), an error; headline and error: silently ignored */
-        if (m->stype == STYPE_CHAT) message_to_bare(sm, u, m);
-        else if (m->stype == STYPE_NORMAL || m->stype == STYPE_NONE || m->stype == STYPE_GROUPCHAT)
+        if (m->stype == STYPE_CHAT) {
+            TRACE_IN(m, "resource not connected: chat handled as if to the bare JID (RFC 6121 8.5.3.2.1)");
+            message_to_bare(sm, u, m);
+        } else if (m->stype == STYPE_NORMAL || m->stype == STYPE_NONE || m->stype == STYPE_GROUPCHAT) {
+            TRACE_IN(m, "error: service-unavailable (resource not connected, RFC 6121 8.5.3.2.1)");
             sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL);
+        } else {
+            TRACE_IN(m, "drop: %s message to a resource not connected", stanza_type_name(m->stype));
+        }
         break;
     case KIND_PRESENCE:
-        if (m->stype >= STYPE_SUBSCRIBE && m->stype <= STYPE_UNSUBSCRIBED) presence_to_bare(sm, u, m);
+        if (m->stype >= STYPE_SUBSCRIBE && m->stype <= STYPE_UNSUBSCRIBED) {
+            TRACE_IN(m, "resource not connected: subscription presence to the bare JID (RFC 6121 8.5.3.2.2)");
+            presence_to_bare(sm, u, m);
+        } else {
+            TRACE_IN(m, "drop: presence to a resource not connected (RFC 6121 8.5.3.2.2)");
+        }
         break; /* available/unavailable/probe to a gone resource: ignored */
     case KIND_IQ:
-        if (m->stype == STYPE_GET || m->stype == STYPE_SET) sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL);
+        if (m->stype == STYPE_GET || m->stype == STYPE_SET) {
+            TRACE_IN(m, "error: service-unavailable (resource not connected, RFC 6121 8.5.3.2.3)");
+            sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL);
+        } else {
+            TRACE_IN(m, "drop: iq %s to a resource not connected", stanza_type_name(m->stype));
+        }
         break;
     }
 }
@@ -416,12 +542,17 @@ static void inbound(struct sm *sm, const struct msg *m)
     if (!msg_str(m, 1, to, sizeof to) || jid_bare_of(to, strlen(to), bare, sizeof bare) < 0) {
         sm->n.dropped++;
         log_warn("inbound %s with unusable recipient dropped", stanza_kind_name(m->kind));
+        TRACE_IN(m, "drop: unusable recipient");
         return;
     }
     if (!strchr(bare, '@')) {
         /* the server itself */
-        if (m->kind == KIND_IQ) sm_iq_to_server(sm, m, 0);
-        else log_debug("%s to the server from %.*s ignored", stanza_kind_name(m->kind), (int)m->f[0].n, m->f[0].p);
+        if (m->kind == KIND_IQ) {
+            sm_iq_to_server(sm, m, 0);
+        } else {
+            log_debug("%s to the server from %.*s ignored", stanza_kind_name(m->kind), (int)m->f[0].n, m->f[0].p);
+            TRACE_IN(m, "drop: %s to the server is ignored", stanza_kind_name(m->kind));
+        }
         return;
     }
     size_t bare_len = strlen(bare);
@@ -429,6 +560,7 @@ static void inbound(struct sm *sm, const struct msg *m)
     if (!u) {
         int exists = sm_account_exists(sm, bare, bare_len);
         if (exists < 0) {
+            TRACE_IN(m, "error: internal-server-error (account lookup failed)");
             sm_reply_error(sm, m, SE_INTERNAL_SERVER_ERROR, NULL);
             return;
         }
@@ -436,6 +568,13 @@ static void inbound(struct sm *sm, const struct msg *m)
             no_such_user(sm, m);
             return;
         }
+    }
+    if (m->kind == KIND_PRESENCE && m->stype >= STYPE_SUBSCRIBE && m->stype <= STYPE_PROBE) {
+        /* RFC 6121 §3 and §4.3: subscription stanzas and probes are the
+         * server's business, for the bare JID whatever the resource
+         * (sm_presence.c) */
+        sm_presence_inbound(sm, bare, m);
+        return;
     }
     if (strlen(to) != bare_len) {
         struct session *s = session_find(sm, to, strlen(to));
@@ -449,12 +588,18 @@ static void inbound(struct sm *sm, const struct msg *m)
     case KIND_IQ:
         /* §8.5.2.1.3: the server answers for the user, never a resource */
         if (m->stype == STYPE_GET || m->stype == STYPE_SET) sm_iq_to_server(sm, m, 1);
+        else TRACE_IN(m, "drop: iq %s to a bare JID (RFC 6121 8.5.2.1.3)", stanza_type_name(m->stype));
         break;
     }
 }
 
 void sm_stanza(struct sm *sm, const struct msg *m)
 {
+    /* behind roster outputs still waiting for their commit (sm_roster.c) */
+    if (sm_im_defer(sm, m)) {
+        TRACE_IN(m, "held: behind a roster change not yet committed");
+        return;
+    }
     if (m->kind == KIND_NONE || m->kind == KIND_OTHER) {
         sm->n.dropped++;
         log_warn("stanza record of kind %s dropped", stanza_kind_name(m->kind));
@@ -468,6 +613,8 @@ void sm_stanza(struct sm *sm, const struct msg *m)
 void sm_bounce(struct sm *sm, const struct msg *m)
 {
     sm->n.bounced_in++;
+    TRACE_IN(m, "bounced by the router (%s): %s", stanza_error_name(m->num),
+             m->stype == STYPE_ERROR ? "dropped (an error is not answered)" : "error reply to the sender");
     sm_reply_error(sm, m, m->num < SE_END && m->num != SE_NONE ? m->num : SE_SERVICE_UNAVAILABLE, NULL);
 }
 
@@ -518,6 +665,8 @@ reply:
 
 void sm_session_end(struct sm *sm, const struct msg *m)
 {
+    /* not before the session's own stanzas still held (sm_roster.c) */
+    if (sm_im_defer(sm, m)) return;
     struct session *s = session_find(sm, m->f[0].p, m->f[0].n);
     if (!s || s->conn != m->id || !msg_eq(m, 3, s->c2s)) {
         log_debug("session end for %.*s ignored: not the current session", (int)m->f[0].n, m->f[0].p);

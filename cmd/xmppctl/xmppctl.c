@@ -10,7 +10,9 @@
 #include "msg.h"
 #include "scram.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -445,6 +448,328 @@ static int cmd_loglevel(const struct conf *c, int argc, char **argv)
     return ask_all(c, target, line, 0);
 }
 
+/* ---------------- backup and restore ---------------- */
+
+#define BACKUP_MANIFEST "xmppd-backup.txt"
+#define BACKUP_FORMAT 1
+#define BACKUP_TIMEOUT_MS 600000 /* a shard copies its files in one go: allow for big ones */
+#define MAX_SHARDS 64            /* the range of sm_shards */
+
+/* dir as an absolute path (the shards do not share our working directory). */
+static int absolute_dir(const char *dir, char *out, size_t size)
+{
+    char cwd[4096];
+    int n;
+    if (dir[0] == '/') n = snprintf(out, size, "%s", dir);
+    else if (getcwd(cwd, sizeof cwd)) n = snprintf(out, size, "%s/%s", strcmp(cwd, "/") ? cwd : "", dir);
+    else return -1;
+    if (n < 0 || (size_t)n >= size) return -1;
+    while (n > 1 && out[n - 1] == '/') out[--n] = '\0';
+    return 0;
+}
+
+/* 0 no such directory, 1 empty, 2 something in it (or not a directory), -1 error (errno). */
+static int dir_state(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : errno == ENOTDIR ? 2 : -1;
+    int full = 0;
+    struct dirent *e;
+    while (!full && (e = readdir(d)) != NULL) full = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return full ? 2 : 1;
+}
+
+/* Ask every shard `line` at once and collect the answers (the shards
+ * work in parallel). Every shard must answer `status` first, so nothing
+ * starts while one is down. got[k] tells which replies are filled. */
+static int ask_shards(const struct conf *c, const char *line, struct reply *rep, int *got)
+{
+    struct link links[MAX_SHARDS];
+    char instance[64];
+    unsigned n = c->sm_shards;
+    int rc = EXIT_OK;
+    memset(links, 0, sizeof links);
+    for (unsigned k = 0; k < n; k++) {
+        got[k] = 0;
+        snprintf(instance, sizeof instance, "sm-%u", k);
+        if (!ctl_ping(c, instance, REPLY_TIMEOUT_MS)) {
+            fprintf(stderr, "xmppctl: %s is not answering\n", instance);
+            rc = EXIT_UNREACHABLE;
+        }
+    }
+    if (rc != EXIT_OK) return rc;
+    for (unsigned k = 0; k < n; k++) {
+        snprintf(instance, sizeof instance, "sm-%u", k);
+        if (connect_ctl(c, instance, &links[k]) < 0 || send_request(links[k].s, line, NULL, 0) < 0) {
+            fprintf(stderr, "xmppctl: %s is not answering\n", instance);
+            rc = EXIT_UNREACHABLE;
+        }
+    }
+    for (unsigned k = 0; k < n; k++) {
+        if (!links[k].s) continue;
+        if (recv_reply(&links[k], BACKUP_TIMEOUT_MS, &rep[k]) == 0) {
+            got[k] = 1;
+        } else {
+            fprintf(stderr, "xmppctl: sm-%u did not answer\n", k);
+            rc = EXIT_UNREACHABLE;
+        }
+        link_close(&links[k]);
+    }
+    return rc;
+}
+
+/* fsync the directory dir. */
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* DIR/xmppd-backup.txt from the shards' rows (instance, file, records,
+ * bytes, ms): written last, so a directory with a manifest holds a
+ * complete backup. */
+static int write_manifest(const struct conf *c, const char *dir, const struct reply *rep, unsigned n)
+{
+    char path[4200], tmp[4300], date[64];
+    snprintf(path, sizeof path, "%s/%s", dir, BACKUP_MANIFEST);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    fprintf(f, "xmppd-backup %d\n", BACKUP_FORMAT);
+    fprintf(f, "# made by `xmppctl backup`, loaded by `xmppctl restore` (xmppctl(8));\n");
+    fprintf(f, "# file lines: name, records, bytes\n");
+    fprintf(f, "version %s\n", PACKAGE_VERSION);
+    fprintf(f, "date %s\n", date);
+    fprintf(f, "sm_shards %u\n", c->sm_shards);
+    for (unsigned k = 0; k < n; k++) {
+        const char *p = rep[k].rows.data ? rep[k].rows.data : "", *end = p + rep[k].rows.len;
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            if (!nl) nl = end;
+            char row[1024], *field[5], *save = NULL;
+            int nf = 0;
+            snprintf(row, sizeof row, "%.*s", (int)(nl - p), p);
+            for (char *t = strtok_r(row, "\t", &save); t && nf < 5; t = strtok_r(NULL, "\t", &save)) field[nf++] = t;
+            if (nf >= 4) fprintf(f, "file %s %s %s\n", field[1], field[2], field[3]);
+            p = nl + 1;
+        }
+    }
+    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) < 0 || sync_dir(dir) < 0) {
+        int e = errno;
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+/* backup [--force] DIR */
+static int cmd_backup(const struct conf *c, int argc, char **argv)
+{
+    const char *arg = NULL;
+    int force = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--force") == 0 || strcmp(argv[i], "-f") == 0) force = 1;
+        else if (!arg) arg = argv[i];
+        else arg = "";
+    }
+    if (!arg || !*arg) {
+        fprintf(stderr, "usage: xmppctl backup [--force] DIR\n");
+        return EXIT_USAGE;
+    }
+    char dir[4096], line[4200], manifest[4200];
+    if (absolute_dir(arg, dir, sizeof dir) < 0 || strchr(dir, '\t') || strchr(dir, '\n')) {
+        fprintf(stderr, "xmppctl: %s: unusable directory name\n", arg);
+        return EXIT_USAGE;
+    }
+    if (c->sm_shards > MAX_SHARDS) return EXIT_FAILED;
+    int st = dir_state(dir);
+    if (st < 0) {
+        fprintf(stderr, "xmppctl: %s: %s\n", dir, strerror(errno));
+        return EXIT_FAILED;
+    }
+    if (st == 2 && !force) {
+        fprintf(stderr, "xmppctl: %s exists and is not empty; choose a new directory, or give --force to write "
+                "into it\n", dir);
+        return EXIT_FAILED;
+    }
+    /* an old manifest must not vouch for what this run may leave half done */
+    snprintf(manifest, sizeof manifest, "%s/%s", dir, BACKUP_MANIFEST);
+    if (unlink(manifest) < 0 && errno != ENOENT && errno != ENOTDIR) {
+        fprintf(stderr, "xmppctl: cannot remove %s: %s\n", manifest, strerror(errno));
+        return EXIT_FAILED;
+    }
+    /* the shards create DIR and DIR/sm-K themselves, as the user they run as */
+    snprintf(line, sizeof line, "backup\t%s\t%u", dir, c->sm_shards);
+    struct reply rep[MAX_SHARDS];
+    int got[MAX_SHARDS];
+    memset(rep, 0, sizeof rep);
+    int rc = ask_shards(c, line, rep, got);
+    for (unsigned k = 0; k < c->sm_shards; k++) {
+        if (!got[k]) continue;
+        char instance[64];
+        snprintf(instance, sizeof instance, "sm-%u", k);
+        int status = report(instance, &rep[k]);
+        if (status && rc == EXIT_OK) rc = status;
+    }
+    if (rc == EXIT_OK && write_manifest(c, dir, rep, c->sm_shards) < 0) {
+        fprintf(stderr, "xmppctl: cannot write %s: %s\n", manifest, strerror(errno));
+        rc = EXIT_FAILED;
+    }
+    if (rc != EXIT_OK) fprintf(stderr, "xmppctl: the backup in %s is not complete (no %s)\n", dir, BACKUP_MANIFEST);
+    for (unsigned k = 0; k < c->sm_shards; k++) reply_free(&rep[k]);
+    return rc;
+}
+
+/* restore DIR */
+static int cmd_restore(const struct conf *c, int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: xmppctl restore DIR\n");
+        return EXIT_USAGE;
+    }
+    char dir[4096], path[4200], text[4352], line[4200];
+    if (absolute_dir(argv[1], dir, sizeof dir) < 0 || strchr(dir, '\t') || strchr(dir, '\n')) {
+        fprintf(stderr, "xmppctl: %s: unusable directory name\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, BACKUP_MANIFEST);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "xmppctl: %s: %s: not a backup made by xmppctl backup\n", path, strerror(errno));
+        return EXIT_USAGE;
+    }
+    int rc = EXIT_OK, format = -1, lineno = 0;
+    unsigned shards = 0, files = 0, per_shard[MAX_SHARDS] = { 0 };
+    struct buf listed = { 0 }; /* "NAME\tRECORDS\n" per file line */
+    while (rc == EXIT_OK && fgets(text, sizeof text, f)) {
+        char name[4096];
+        unsigned long long records, bytes;
+        unsigned k;
+        lineno++;
+        text[strcspn(text, "\n")] = '\0';
+        if (lineno == 1) {
+            if (sscanf(text, "xmppd-backup %d", &format) != 1) {
+                fprintf(stderr, "xmppctl: %s is not a backup manifest\n", path);
+                rc = EXIT_USAGE;
+            } else if (format != BACKUP_FORMAT) {
+                fprintf(stderr, "xmppctl: %s: format %d; this xmppctl reads format %d\n", path, format,
+                        BACKUP_FORMAT);
+                rc = EXIT_FAILED;
+            }
+        } else if (sscanf(text, "sm_shards %u", &shards) == 1) {
+            continue;
+        } else if (strncmp(text, "file ", 5) == 0) {
+            struct stat st;
+            if (sscanf(text, "file %4095s %llu %llu", name, &records, &bytes) != 3 || strstr(name, "..") ||
+                sscanf(name, "sm-%u/", &k) != 1 || k >= MAX_SHARDS) {
+                fprintf(stderr, "xmppctl: %s:%d: unreadable file line\n", path, lineno);
+                rc = EXIT_USAGE;
+                break;
+            }
+            snprintf(line, sizeof line, "%s/%s", dir, name);
+            if (stat(line, &st) < 0) {
+                fprintf(stderr, "xmppctl: %s: %s: the backup is incomplete\n", line, strerror(errno));
+                rc = EXIT_FAILED;
+            } else if ((unsigned long long)st.st_size != bytes) {
+                fprintf(stderr, "xmppctl: %s has %lld bytes, the manifest says %llu: the backup was changed or "
+                        "damaged\n", line, (long long)st.st_size, bytes);
+                rc = EXIT_FAILED;
+            }
+            per_shard[k]++;
+            files++;
+            buf_addf(&listed, "%s\t%llu\n", name, records);
+        }
+    }
+    fclose(f);
+    if (rc == EXIT_OK && (format < 0 || !shards || !files)) {
+        fprintf(stderr, "xmppctl: %s: not a complete backup manifest\n", path);
+        rc = EXIT_USAGE;
+    }
+    if (rc == EXIT_OK && shards != c->sm_shards) {
+        fprintf(stderr, "xmppctl: %s holds a backup of %u shard(s), but this server has sm_shards = %u; users are "
+                "placed on the shards by a hash over their count, so a backup loads only into a server with "
+                "the same count\n", dir, shards, c->sm_shards);
+        rc = EXIT_FAILED;
+    }
+    for (unsigned k = 0; rc == EXIT_OK && k < shards && k < MAX_SHARDS; k++)
+        if (!per_shard[k]) {
+            fprintf(stderr, "xmppctl: %s lists no file of sm-%u\n", path, k);
+            rc = EXIT_FAILED;
+        }
+    struct reply rep[MAX_SHARDS];
+    int got[MAX_SHARDS] = { 0 };
+    memset(rep, 0, sizeof rep);
+    /* every shard checks its copies first (tdb_check, record counts), so
+     * a damaged backup changes nothing anywhere */
+    if (rc == EXIT_OK) {
+        snprintf(line, sizeof line, "restore-check\t%s\t%u", dir, c->sm_shards);
+        rc = ask_shards(c, line, rep, got);
+    }
+    for (unsigned k = 0; k < c->sm_shards && k < MAX_SHARDS; k++) {
+        if (rc != EXIT_UNREACHABLE && got[k] && rep[k].status) {
+            char instance[64];
+            snprintf(instance, sizeof instance, "sm-%u", k);
+            if (rc == EXIT_OK) rc = rep[k].status;
+            fprintf(stderr, "%s: %.*s\n", instance, (int)rep[k].message.len, rep[k].message.data);
+        }
+        const char *p = rep[k].rows.data ? rep[k].rows.data : "", *end = p + rep[k].rows.len;
+        while (rc == EXIT_OK && p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            if (!nl) nl = end;
+            char row[1024], name[1024], want[1100];
+            unsigned long long records;
+            snprintf(row, sizeof row, "%.*s", (int)(nl - p), p);
+            if (sscanf(row, "%*[^\t]\t%1023[^\t]\t%llu", name, &records) == 2) {
+                snprintf(want, sizeof want, "%s\t%llu\n", name, records);
+                snprintf(row, sizeof row, "%s\t", name);
+                const char *hit = strstr(buf_cstr(&listed), row);
+                if (!hit || (hit != listed.data && hit[-1] != '\n')) {
+                    fprintf(stderr, "xmppctl: %s lists no %s, which sm-%u holds\n", path, name, k);
+                    rc = EXIT_FAILED;
+                } else if (strncmp(hit, want, strlen(want)) != 0) {
+                    fprintf(stderr, "xmppctl: %s/%s holds %llu records, not what %s says\n", dir, name, records,
+                            BACKUP_MANIFEST);
+                    rc = EXIT_FAILED;
+                }
+            }
+            p = nl + 1;
+        }
+        reply_free(&rep[k]);
+    }
+    buf_free(&listed);
+    if (rc != EXIT_OK) {
+        if (rc != EXIT_USAGE) fprintf(stderr, "xmppctl: nothing was restored\n");
+        return rc;
+    }
+    snprintf(line, sizeof line, "restore\t%s\t%u", dir, c->sm_shards);
+    memset(rep, 0, sizeof rep);
+    rc = ask_shards(c, line, rep, got);
+    unsigned done = 0;
+    for (unsigned k = 0; k < c->sm_shards; k++) {
+        if (!got[k]) continue;
+        char instance[64];
+        snprintf(instance, sizeof instance, "sm-%u", k);
+        int status = report(instance, &rep[k]);
+        if (status && rc == EXIT_OK) rc = status;
+        done += status == 0;
+        reply_free(&rep[k]);
+    }
+    if (done && done < c->sm_shards)
+        fprintf(stderr, "xmppctl: the restore succeeded on %u of %u shards only: the others keep their data\n", done,
+                c->sm_shards);
+    return rc;
+}
+
 /* Run from a build tree without a configuration: the state lives in the
  * checkout (./state), so `./dev up` needs neither root nor a config file. */
 static void default_dev_state_dir(void)
@@ -473,10 +798,21 @@ static void usage(FILE *to)
           "  users [DOMAIN]                list accounts\n"
           "  sessions                      list sessions\n"
           "  kick JID                      end a session (a bare JID: all of them)\n"
+          "  roster USER                   show a user's roster\n"
+          "  roster-add USER CONTACT [NAME] [GROUP...] [--subscription both|to|from|none]\n"
+          "                                add or change a roster item, pushed to the user\n"
+          "  roster-del USER CONTACT       remove a roster item, pushed to the user\n"
+          "  offline USER [count|list|purge]  a user's stored offline messages\n"
           "  loglevel [DAEMON] [LEVEL]     show or set log levels at run time\n"
           "  reload                        re-read configuration and certificates\n"
+          "  backup [--force] DIR          consistent copy of all data into DIR\n"
+          "  restore DIR                   load such a copy into the running server\n"
           "  peers                         the router's view of the daemons\n"
-          "See xmppctl(8).\n", to);
+          "  trace on|off [TARGET] [--bodies]  set or clear a trace rule on every daemon\n"
+          "  trace list                    the trace rules in force\n"
+          "  trace [TARGET] [--count N] [--seconds S] [--bodies]\n"
+          "                                follow stanzas through the daemons, live\n"
+          "See xmppctl(8), xmppd-trace(7).\n", to);
 }
 
 int main(int argc, char **argv)
@@ -547,7 +883,10 @@ int main(int argc, char **argv)
         join_args(&line, cargc, cargv);
         rc = ask_all(&c, "sm-", buf_cstr(&line), 0);
         json_end();
-    } else if (strcmp(cmd, "kick") == 0 && cargc == 2) {
+    } else if ((strcmp(cmd, "kick") == 0 && cargc == 2) ||
+               ((strcmp(cmd, "roster") == 0 || strcmp(cmd, "roster-add") == 0 || strcmp(cmd, "roster-del") == 0 ||
+                 strcmp(cmd, "offline") == 0) && cargc >= 2)) {
+        /* the shard of the user answers (it checks the arguments) */
         char instance[64];
         struct reply r;
         join_args(&line, cargc, cargv);
@@ -561,9 +900,16 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "loglevel") == 0) {
         rc = cmd_loglevel(&c, cargc, cargv);
         json_end();
+    } else if (strcmp(cmd, "backup") == 0 || strcmp(cmd, "restore") == 0) {
+        join_args(&line, cargc, cargv); /* its own usage line, not the whole list */
+        rc = cmd[0] == 'b' ? cmd_backup(&c, cargc, cargv) : cmd_restore(&c, cargc, cargv);
+        json_end();
     } else if (strcmp(cmd, "peers") == 0 && cargc == 1) {
         rc = ask_all(&c, "router-", "peers", 0);
         json_end();
+    } else if (strcmp(cmd, "trace") == 0) {
+        rc = ctl_trace(&c, cargc, cargv, opt_json); /* xmppctl_trace.c; prints its own usage */
+        if (rc == EXIT_USAGE) buf_adds(&line, "trace");
     }
     if (rc == EXIT_USAGE && !line.len) usage(stderr);
     if (rc == EXIT_UNREACHABLE) fprintf(stderr, "xmppctl: a daemon did not answer (is the server running?)\n");

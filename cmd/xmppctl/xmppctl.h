@@ -24,5 +24,7 @@ int ctl_start(const struct conf *c, const char *conf_path);
 int ctl_stop(const struct conf *c);
 /* 1 if the instance answers on its control socket within timeout_ms. */
 int ctl_ping(const struct conf *c, const char *instance, int timeout_ms);
+/* `xmppctl trace ...` (xmppctl_trace.c); argv[0] is "trace". */
+int ctl_trace(const struct conf *c, int argc, char **argv, int json);
 
 #endif

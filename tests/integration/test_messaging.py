@@ -112,15 +112,19 @@ async def expect_error(c, cond, pred_body, what, timeout=5):
     return m
 
 
-@case("a message to a bare JID without an available resource bounces with service-unavailable (no offline store yet)")
+@case("a message to a user without an available resource is stored offline (XEP-0160), not bounced")
 async def _():
     a = await Client(srv, "alice@localhost/pc", PW["alice"]).login()
     a.send("dave@localhost", "are you there?")
-    m = await expect_error(a, "service-unavailable", "are you there?", "offline user")
-    eq(str(m["from"]), "dave@localhost", "from of the error")
-    # the same for a full JID of a user without any session
+    # the same for a chat to a full JID of a user without any session
+    # (RFC 6121 §8.5.3.2.1: as if to the bare JID)
     a.send("dave@localhost/gone", "and there?")
-    await expect_error(a, "service-unavailable", "and there?", "full JID without a session")
+    errs = await a.quiet(1.0, lambda m: m["type"] == "error")
+    check(not errs, "the sender got an error for a stored message", *[str(m) for m in errs])
+    d = await Client(srv, "dave@localhost/back", PW["dave"]).login()
+    got = [(await d.message())["body"] for _ in range(2)]
+    eq(got, ["are you there?", "and there?"], "stored messages at the next login")
+    await d.close()
     await a.close()
 
 

@@ -173,8 +173,9 @@ async def _():
     c.send(b.full, "still there?")
     m = await b.message(5, lambda m: m["body"] == "still there?")
     eq(m["type"], "chat", "type")
-    # a message to alice's dead full JID bounces instead of vanishing
-    c.send(a.full, "to the dead")
+    # a message to alice's dead full JID bounces instead of vanishing (type
+    # normal: a chat would be stored offline, RFC 6121 8.5.3.2.1 / XEP-0160)
+    c.send(a.full, "to the dead", mtype="normal")
     m = await c.message(5, lambda m: m["type"] == "error")
     eq(str(m["from"]), a.full, "from of the bounce")
     for x in (b, c):
