@@ -89,7 +89,10 @@ enum msg_flags {
     MSG_F_NEXT = 1 << 3,
     MSG_F_AUTHED = 1 << 4,
     MSG_F_RESYNC = 1 << 5,
-    MSG_F_ALL = (1 << 6) - 1,
+    /* a delivery whose connection vanished, handed back to the sm: it was
+     * already accepted for the user, so it must not bounce (STANZA) */
+    MSG_F_REDELIVERED = 1 << 6,
+    MSG_F_ALL = (1 << 7) - 1,
 };
 
 enum peer_role {

@@ -649,7 +649,7 @@ static void redeliver(const struct msg *m)
     out.kind = m->kind;
     out.stype = m->stype;
     out.trace = m->trace;
-    out.flags = MSG_F_INBOUND | (m->flags & MSG_F_TRACED);
+    out.flags = MSG_F_INBOUND | MSG_F_REDELIVERED | (m->flags & MSG_F_TRACED);
     out.f[0] = m->f[0];
     out.f[1] = m->f[1];
     msg_set(&out, 3, S()->d->instance);

@@ -256,7 +256,7 @@ static void route_to_dest(struct router *r, const struct msg *m)
          * inbound, which finds the session ended and applies RFC 6121 §8.5 */
         struct msg back = *m;
         back.type = MSG_STANZA;
-        back.flags |= MSG_F_INBOUND;
+        back.flags |= MSG_F_INBOUND | MSG_F_REDELIVERED;
         back.id = 0;
         msg_set(&back, 2, "");
         route_inbound(r, &back);

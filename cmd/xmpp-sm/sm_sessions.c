@@ -510,6 +510,12 @@ static void no_such_resource(struct sm *sm, struct sm_user *u, const struct msg 
         if (m->stype == STYPE_CHAT) {
             TRACE_IN(m, "resource not connected: chat handled as if to the bare JID (RFC 6121 8.5.3.2.1)");
             message_to_bare(sm, u, m);
+        } else if ((m->flags & MSG_F_REDELIVERED) && m->stype != STYPE_GROUPCHAT) {
+            /* we had accepted it for this resource, which vanished while it
+             * was on its way: another resource or offline storage, not a
+             * bounce (the client may have been told nothing was lost) */
+            TRACE_IN(m, "resource gone during delivery: handled as if to the bare JID");
+            message_to_bare(sm, u, m);
         } else if (m->stype == STYPE_NORMAL || m->stype == STYPE_NONE || m->stype == STYPE_GROUPCHAT) {
             TRACE_IN(m, "error: service-unavailable (resource not connected, RFC 6121 8.5.3.2.1)");
             sm_reply_error(sm, m, SE_SERVICE_UNAVAILABLE, NULL);
