@@ -1417,6 +1417,149 @@ static int cmd_roster_del(struct sm *sm, int argc, char **argv, struct ctl_req *
     return 1;
 }
 
+/* roster-import USER ITEM...: the bulk form of roster-add (xmppctl
+ * roster-import sends consecutive items of one user in one request). ITEM
+ * is "CONTACT SUBSCRIPTION[ NAME]" (a JID has no space; the name is the
+ * rest of the field). Each item gets what roster-add CONTACT [NAME]
+ * --subscription SUBSCRIPTION gives it (a new item has no groups, a name
+ * replaces the old one when given), but the roster is loaded and written
+ * once per request instead of once per item, and logged once. All or
+ * nothing: an unusable item refuses the request. Pushes, as for
+ * roster-add, only to the interested resources of an online user, each
+ * with its own version. The row "USER\tITEMS" comes with every answer, so
+ * xmppctl counts the items of a refused request. */
+static int cmd_roster_import(struct sm *sm, int argc, char **argv, struct ctl_req *r)
+{
+    static const char *const subs[] = { "none", "to", "from", "both" };
+    char bare[JID_STR_MAX];
+    unsigned n = argc > 2 ? (unsigned)(argc - 2) : 0;
+    ctl_cols(r, "user\titems");
+    ctl_row(r, "%s\t%u", argc > 1 ? argv[1] : "", n);
+    if (!n) {
+        ctl_fail(r, 2, "usage: roster-import USER 'CONTACT SUBSCRIPTION[ NAME]'...");
+        return 0;
+    }
+    if (sm_ctl_user_jid(sm, argv[1], bare, sizeof bare, r) < 0) return 0;
+    struct imp {
+        char contact[JID_STR_MAX];
+        int sub;
+        const char *name;    /* NULL: keep the item's name */
+        struct ritem *it;
+    } *v = calloc(n, sizeof *v);
+    if (!v) {
+        ctl_fail(r, 1, "out of memory");
+        return 0;
+    }
+    struct roster *ro = NULL;
+    unsigned added = 0, fresh = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const char *t = argv[i + 2], *sp = strchr(t, ' ');
+        struct jid j;
+        if (!sp || jid_parse(t, (size_t)(sp - t), &j) < 0 || j.has_resource ||
+            jid_format_bare(&j, v[i].contact, sizeof v[i].contact) < 0) {
+            ctl_fail(r, 2, "item %u: expected 'CONTACT SUBSCRIPTION[ NAME]' with a bare JID, got '%.200s'", i + 1, t);
+            goto out;
+        }
+        const char *st = sp + 1, *sp2 = strchr(st, ' ');
+        size_t sl = sp2 ? (size_t)(sp2 - st) : strlen(st);
+        v[i].sub = -1;
+        for (int k = 0; k < 4; k++)
+            if (sl == strlen(subs[k]) && strncmp(st, subs[k], sl) == 0) v[i].sub = k;
+        v[i].name = sp2 ? sp2 + 1 : NULL;
+        if (v[i].sub < 0) {
+            ctl_fail(r, 2, "item %u (%s): the subscription is both, to, from or none", i + 1, v[i].contact);
+            goto out;
+        }
+        if (strcmp(v[i].contact, bare) == 0) {
+            ctl_fail(r, 2, "item %u: a user is not a contact of itself", i + 1);
+            goto out;
+        }
+        if (v[i].name && strlen(v[i].name) > ROSTER_MAX_NAME) {
+            ctl_fail(r, 2, "item %u (%s): name longer than %d bytes", i + 1, v[i].contact, ROSTER_MAX_NAME);
+            goto out;
+        }
+    }
+    if (!(ro = ctl_roster(sm, bare, r))) goto out;
+    /* the roster limit, before anything changes */
+    for (unsigned i = 0; i < n; i++) {
+        int seen = roster_item(ro, v[i].contact) != NULL;
+        for (unsigned k = 0; k < i && !seen; k++) seen = strcmp(v[k].contact, v[i].contact) == 0;
+        fresh += !seen;
+    }
+    if (roster_count(ro) + fresh > ROSTER_MAX_ITEMS) {
+        ctl_fail(r, 1, "the roster of %s would have more than %d items", bare, ROSTER_MAX_ITEMS);
+        goto out;
+    }
+    struct sm_later *l = later_new();
+    if (!l) {
+        ctl_fail(r, 1, "out of memory (%s)", bare);
+        goto out;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        struct ritem *it = roster_item(ro, v[i].contact);
+        int is_new = !it || it->hidden;
+        if (!it && !(it = roster_item_add(ro, v[i].contact))) {
+            /* items before it changed in memory: a cached roster is dropped */
+            later_invalidate(l, bare);
+            later_abandon(sm, l);
+            ctl_fail(r, 1, "out of memory (%s)", bare);
+            goto out;
+        }
+        /* the rules of roster-add --subscription */
+        if (v[i].name) {
+            free(it->name);
+            it->name = *v[i].name ? strdup(v[i].name) : NULL;
+        }
+        if (is_new) {
+            for (unsigned g = 0; g < it->ngroups; g++) free(it->groups[g]);
+            free(it->groups);
+            it->groups = NULL;
+            it->ngroups = 0;
+        }
+        it->hidden = 0;
+        int to = v[i].sub == 1 || v[i].sub == 3, from = v[i].sub == 2 || v[i].sub == 3;
+        it->state = sub_state_make(to, from, !to && sub_pending_out(it->state), !from && sub_pending_in(it->state));
+        if (!sub_pending_in(it->state)) {
+            free(it->pending);
+            it->pending = NULL;
+        }
+        if (from) it->approved = 0;
+        added += is_new;
+        v[i].it = it;
+    }
+    int online = hmap_get(&sm->users, bare, strlen(bare)) != NULL;
+    unsigned long long ver0 = ro->ver;
+    if (online) ro->ver += n - 1; /* one version per push; the last is the roster's */
+    if (roster_save(sm, ro, l) < 0) {
+        later_abandon(sm, l);
+        ctl_fail(r, 1, "storage error writing the roster of %s", bare);
+        goto out;
+    }
+    if (online) {
+        unsigned long long last = ro->ver;
+        struct buf push = { 0 };
+        for (unsigned i = 0; i < n; i++) {
+            ro->ver = ver0 + 1 + i;
+            buf_clear(&push);
+            roster_push_query(ro, v[i].it, v[i].contact, &push);
+            later_push(l, bare, push.data, push.len);
+        }
+        ro->ver = last;
+        buf_free(&push);
+    }
+    log_notice("roster of %s: %u item(s) imported by the administrator (%u added, %u updated)", bare, n, added,
+               n - added);
+    later_ctl(l, r);
+    later_submit(sm, l);
+    roster_release(sm, ro);
+    free(v);
+    return 1;
+out:
+    if (ro) roster_release(sm, ro);
+    free(v);
+    return 0;
+}
+
 int sm_roster_ctl(struct sm *sm, int argc, char **argv, struct ctl_req *r)
 {
     if (strcmp(argv[0], "roster") == 0) {
@@ -1430,6 +1573,7 @@ int sm_roster_ctl(struct sm *sm, int argc, char **argv, struct ctl_req *r)
     }
     if (strcmp(argv[0], "roster-add") == 0) return cmd_roster_add(sm, argc, argv, r);
     if (strcmp(argv[0], "roster-del") == 0) return cmd_roster_del(sm, argc, argv, r);
+    if (strcmp(argv[0], "roster-import") == 0) return cmd_roster_import(sm, argc, argv, r);
     return sm_offline_ctl(sm, argc, argv, r);
 }
 

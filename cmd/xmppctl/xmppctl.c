@@ -429,6 +429,122 @@ out:
     return rc;
 }
 
+/* roster-import: "USER<TAB>CONTACT<TAB>SUBSCRIPTION[<TAB>NAME]" lines
+ * (subscription none, to, from or both). Consecutive lines of one user go
+ * to its shard as one "roster-import USER ITEM..." request (ITEM =
+ * "CONTACT SUBSCRIPTION[ NAME]"; at most 60 items, as the daemons split a
+ * control line into at most 64 fields), pipelined per shard like
+ * import-users. Every answer carries the row "USER\tITEMS", so a refused
+ * request counts all of its items as failed. */
+static int cmd_roster_import(const struct conf *c)
+{
+    enum { BATCH_ITEMS = 60, BATCH_BYTES = 65536 };
+    struct link links[64];
+    unsigned outstanding[64] = { 0 };
+    memset(links, 0, sizeof links);
+    struct buf req = { 0 };
+    char line[8192], batch_user[JID_STR_MAX] = "";
+    unsigned batch_k = 0, batch_items = 0;
+    unsigned long sent = 0, failed = 0, lineno = 0;
+    int rc = EXIT_OK, eof = 0;
+    while (!eof) {
+        char *f[5], user[JID_STR_MAX] = "", norm[JID_STR_MAX], contact[JID_STR_MAX] = "", instance[64] = "";
+        unsigned nf = 0;
+        eof = !fgets(line, sizeof line, stdin);
+        if (!eof) {
+            lineno++;
+            line[strcspn(line, "\r\n")] = '\0';
+            if (!line[0] || line[0] == '#') continue;
+            for (char *p = line; nf < 5;) {
+                f[nf++] = p;
+                char *tab = strchr(p, '\t');
+                if (!tab) break;
+                *tab = '\0';
+                p = tab + 1;
+            }
+            if (nf < 3 || nf > 4 || (strcmp(f[2], "none") && strcmp(f[2], "to") && strcmp(f[2], "from") &&
+                                     strcmp(f[2], "both"))) {
+                fprintf(stderr, "xmppctl: line %lu: expected USER<TAB>CONTACT<TAB>none|to|from|both[<TAB>NAME]\n",
+                        lineno);
+                failed++;
+                continue;
+            }
+            if (shard_instance(c, f[0], instance, sizeof instance) < 0 ||
+                jid_normalize(f[0], strlen(f[0]), norm, sizeof norm) < 0 ||
+                jid_bare_of(norm, strlen(norm), user, sizeof user) < 0) {
+                failed++;
+                continue;
+            }
+            if (jid_normalize(f[1], strlen(f[1]), contact, sizeof contact) < 0 ||
+                jid_bare_of(contact, strlen(contact), norm, sizeof norm) < 0 || strcmp(contact, norm) != 0 ||
+                strcmp(contact, user) == 0) {
+                fprintf(stderr, "xmppctl: line %lu: '%s' is not a bare JID other than the user's\n", lineno, f[1]);
+                failed++;
+                continue;
+            }
+        }
+        /* a new user, a full batch or the end: send what is collected */
+        size_t add = eof ? 0 : strlen(contact) + strlen(f[2]) + (nf == 4 ? strlen(f[3]) + 1 : 0) + 3;
+        if (batch_items && (eof || strcmp(batch_user, user) != 0 || batch_items >= BATCH_ITEMS ||
+                            req.len + add > BATCH_BYTES)) {
+            char shard[64];
+            snprintf(shard, sizeof shard, "sm-%u", batch_k);
+            if (!links[batch_k].s && connect_ctl(c, shard, &links[batch_k]) < 0) {
+                fprintf(stderr, "xmppctl: %s is not answering\n", shard);
+                rc = EXIT_UNREACHABLE;
+                break;
+            }
+            if (send_request(links[batch_k].s, buf_cstr(&req), NULL, 0) == 0) {
+                outstanding[batch_k]++;
+                sent += batch_items;
+            } else {
+                failed += batch_items;
+            }
+            buf_clear(&req);
+            batch_items = 0;
+        }
+        /* answers: while the window of a shard is full; at the end, all */
+        for (unsigned k = 0; k < 64; k++) {
+            while (outstanding[k] && (eof || outstanding[k] >= IMPORT_WINDOW)) {
+                struct reply r;
+                if (recv_reply(&links[k], eof ? REPLY_TIMEOUT_MS * 4 : REPLY_TIMEOUT_MS, &r) < 0) {
+                    rc = EXIT_UNREACHABLE;
+                    goto out;
+                }
+                outstanding[k]--;
+                if (r.status) {
+                    /* the row "USER\tITEMS": all of them failed */
+                    const char *tab = r.rows.len ? memchr(r.rows.data, '\t', r.rows.len) : NULL;
+                    failed += tab ? strtoul(tab + 1, NULL, 10) : 1;
+                    fprintf(stderr, "sm-%u: %.*s\n", k, (int)r.message.len, r.message.data);
+                }
+                reply_free(&r);
+            }
+        }
+        if (eof) break;
+        unsigned k = (unsigned)atoi(instance + 3); /* "sm-K" */
+        if (k >= 64) {
+            fprintf(stderr, "xmppctl: more than 64 shards are not supported here\n");
+            rc = EXIT_FAILED;
+            break;
+        }
+        if (!batch_items) {
+            snprintf(batch_user, sizeof batch_user, "%s", user);
+            batch_k = k;
+            buf_addf(&req, "roster-import\t%s", user);
+        }
+        buf_addf(&req, "\t%s %s", contact, f[2]);
+        if (nf == 4) buf_addf(&req, " %s", f[3]);
+        batch_items++;
+    }
+out:
+    buf_free(&req);
+    for (unsigned k = 0; k < 64; k++) link_close(&links[k]);
+    fprintf(stderr, "xmppctl: %lu roster items sent, %lu failed\n", sent, failed);
+    if (rc == EXIT_OK && failed) rc = EXIT_FAILED;
+    return rc;
+}
+
 static int cmd_loglevel(const struct conf *c, int argc, char **argv)
 {
     /* loglevel | loglevel LEVEL | loglevel DAEMON [LEVEL] */
@@ -802,6 +918,8 @@ static void usage(FILE *to)
           "  roster-add USER CONTACT [NAME] [GROUP...] [--subscription both|to|from|none]\n"
           "                                add or change a roster item, pushed to the user\n"
           "  roster-del USER CONTACT       remove a roster item, pushed to the user\n"
+          "  roster-import                 USER<TAB>CONTACT<TAB>none|to|from|both[<TAB>NAME]\n"
+          "                                lines on standard input: roster-add in bulk\n"
           "  offline USER [count|list|purge]  a user's stored offline messages\n"
           "  loglevel [DAEMON] [LEVEL]     show or set log levels at run time\n"
           "  reload                        re-read configuration and certificates\n"
@@ -879,6 +997,8 @@ int main(int argc, char **argv)
         rc = cmd_account(&c, cmd, cargv[1]);
     } else if (strcmp(cmd, "import-users") == 0 && cargc == 1) {
         rc = cmd_import(&c);
+    } else if (strcmp(cmd, "roster-import") == 0 && cargc == 1) {
+        rc = cmd_roster_import(&c);
     } else if ((strcmp(cmd, "users") == 0 && cargc <= 2) || (strcmp(cmd, "sessions") == 0 && cargc == 1)) {
         join_args(&line, cargc, cargv);
         rc = ask_all(&c, "sm-", buf_cstr(&line), 0);

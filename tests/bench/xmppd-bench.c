@@ -13,6 +13,13 @@
  *            delivers them, at most --window unacknowledged per sender;
  *            report throughput, loss, reordering, latency, server CPU
  *   latency  like chat but paced at --rate messages/s in total
+ *   presence users whose rosters form a ring (user i has the contacts
+ *            i+-1..i+-K/2, subscription both) change presence at --rate
+ *            changes/s; report broadcasts/s, deliveries/s, latency, loss
+ *
+ * With --roster-get every session fetches its roster after bind and waits
+ * for it before initial presence (login then ends at the roster result).
+ * --print-roster prints the contact ring as `xmppctl roster-import` lines.
  *
  * Design: one thread, one epoll set, edge-triggered non-blocking sockets,
  * OpenSSL 3 for TLS and for the SCRAM primitives.  The XML handling is not a
@@ -58,11 +65,11 @@
 
 enum tls_mode { TLS_NONE, TLS_STARTTLS, TLS_DIRECT };
 enum mech { MECH_SCRAM_SHA256, MECH_SCRAM_SHA1, MECH_PLAIN };
-enum scenario { SC_LOGIN, SC_IDLE, SC_CHAT, SC_LATENCY };
+enum scenario { SC_LOGIN, SC_IDLE, SC_CHAT, SC_LATENCY, SC_PRESENCE };
 
 static const char *const mech_names[] = { "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN" };
 static const char *const tls_names[] = { "none", "starttls", "direct" };
-static const char *const scenario_names[] = { "login", "idle", "chat", "latency" };
+static const char *const scenario_names[] = { "login", "idle", "chat", "latency", "presence" };
 
 #define MAX_PIDS 64
 #define IN_CHUNK 16384               /* minimum free space for one read */
@@ -92,6 +99,12 @@ static struct config {
 	bool json;
 	bool quiet;
 	bool do_register;
+	bool roster_get;      /* fetch the roster after bind, before presence */
+	bool print_roster;    /* print the contact ring and exit */
+	bool window_given;
+	unsigned contacts;    /* presence: contacts per user (even) */
+	double settle_quiet;  /* presence: seconds without presence = storm over */
+	double settle_timeout;
 } cfg = {
 	.host = "127.0.0.1",
 	.port = 5222,
@@ -109,6 +122,9 @@ static struct config {
 	.max_pending = 200,
 	.login_timeout = 120,
 	.drain_timeout = 5,
+	.contacts = 50,
+	.settle_quiet = 1,
+	.settle_timeout = 300,
 };
 
 /* ------------------------------------------------------------------ */
@@ -1014,6 +1030,7 @@ enum cstate {
 	CS_AUTH,      /* SASL in progress */
 	CS_BIND,      /* bind iq sent */
 	CS_SESSION,   /* legacy session iq sent */
+	CS_ROSTER,    /* roster get sent (--roster-get) */
 	CS_PRESENCE,  /* presence + ping sent; waiting for the ping reply */
 	CS_READY,     /* logged in and available */
 	CS_DONE,      /* closed by us */
@@ -1022,7 +1039,7 @@ enum cstate {
 
 static const char *const state_names[] = {
 	"init", "connect", "tls-handshake", "stream-features", "starttls", "register",
-	"sasl", "bind", "session", "presence", "ready", "done", "failed",
+	"sasl", "bind", "session", "roster", "presence", "ready", "done", "failed",
 };
 
 struct conn {
@@ -1040,6 +1057,15 @@ struct conn {
 	uint64_t t_start;  /* connect start */
 	/* As a sender in chat/latency (one direction per sender): */
 	uint64_t sent, delivered, max_seq;
+	uint32_t roster_items;  /* items in the roster result (--roster-get) */
+};
+
+/* presence scenario: one presence change and what became of it */
+struct pchange {
+	uint32_t user;
+	uint32_t expected;  /* contacts ready when it was sent */
+	uint32_t received;  /* deliveries to those contacts */
+	uint64_t t_sent;
 };
 
 static struct global {
@@ -1054,6 +1080,7 @@ static struct global {
 	uint64_t t_login_start, t_last_bind, t_all_ready;
 	struct hist login_lat;
 	struct hist lat;
+	struct hist bcast_lat;    /* presence: send -> last expected delivery */
 	bool sending;
 	uint64_t t_run_start, t_run_end, t_drain_end;
 	uint64_t total_sent, total_delivered, delivered_in_period, reordered;
@@ -1064,6 +1091,21 @@ static struct global {
 	size_t domain_len;
 	char *hdr;        /* stream header */
 	size_t hdr_len;
+	/* --roster-get */
+	uint64_t roster_items_total;
+	uint32_t roster_items_min, roster_items_max;
+	unsigned roster_mismatch;          /* presence: roster size != ring */
+	/* presence scenario */
+	struct pchange *chg;
+	size_t nchg, chg_cap;
+	uint64_t presence_in;              /* presence stanzas received, all */
+	uint64_t presence_in_settle;       /* ... during login + settling */
+	uint64_t t_last_presence;
+	uint64_t expected_total, deliveries, deliveries_in_period;
+	uint64_t completed, completed_in_period, inflight_skipped;
+	uint64_t unexpected, extra, self_echo;
+	double settle_s;                   /* first connect -> last presence before the run */
+	bool settle_timed_out;
 } g;
 
 static void mark_dirty(struct conn *c)
@@ -1077,6 +1119,50 @@ static void mark_dirty(struct conn *c)
 static void username_of(unsigned idx, char *out, size_t n)
 {
 	snprintf(out, n, "%s%u", cfg.prefix, idx + 1);
+}
+
+/*
+ * The contact ring of the presence scenario (and of --print-roster): users
+ * i and j (0-based) are contacts, with subscription both, when their
+ * distance around the ring of N users is 1..K/2.
+ */
+static bool ring_contact(unsigned i, unsigned j)
+{
+	if (i == j)
+		return false;
+	unsigned d = i > j ? i - j : j - i;
+	if (cfg.users - d < d)
+		d = cfg.users - d;
+	return d <= cfg.contacts / 2;
+}
+
+/* The contacts of user i into out (room for cfg.contacts); their number,
+ * min(K, N-1) for every user. */
+static unsigned ring_contacts(unsigned i, uint32_t *out)
+{
+	unsigned n = 0, half = cfg.contacts / 2, nu = cfg.users;
+	for (unsigned d = 1; d <= half && d < nu; d++)
+		out[n++] = (i + d) % nu;
+	for (unsigned d = 1; d <= half && d < nu; d++)
+		if (nu - d > half)
+			out[n++] = (i + nu - d) % nu;
+	return n;
+}
+
+static void print_roster(void)
+{
+	static char obuf[1 << 16];
+	uint32_t *ct = xmalloc((cfg.contacts + 1) * sizeof(*ct));
+	setvbuf(stdout, obuf, _IOFBF, sizeof(obuf));
+	for (unsigned i = 0; i < cfg.users; i++) {
+		unsigned n = ring_contacts(i, ct);
+		for (unsigned k = 0; k < n; k++)
+			printf("%s%u@%s\t%s%u@%s\tboth\n", cfg.prefix, i + 1, cfg.domain, cfg.prefix, ct[k] + 1,
+			       cfg.domain);
+	}
+	free(ct);
+	if (fflush(stdout) != 0 || ferror(stdout))
+		die("writing the roster lines failed: %s", strerror(errno));
 }
 
 static void report_error(const char *msg)
@@ -1529,6 +1615,49 @@ static void on_logged_in(struct conn *c)
 	send_ready_probe(c);
 }
 
+/* Bound (and the legacy session made): with --roster-get, ask for the
+ * roster first; the login ends at its result. */
+static void on_bound(struct conn *c)
+{
+	if (!cfg.roster_get) {
+		on_logged_in(c);
+		return;
+	}
+	buf_puts(&c->out, "<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>");
+	c->state = CS_ROSTER;
+	mark_dirty(c);
+}
+
+static void roster_result(struct conn *c, const char *s, const char *e)
+{
+	uint32_t n = 0;
+	const char *q, *p;
+	if (find_tag(tag_end(s, e), e, "query", &q))
+		for (p = tag_end(q, e); find_tag(p, e, "item", &p); p++)
+			n++;
+	c->roster_items = n;
+	g.roster_items_total += n;
+	if (!g.roster_items_max || n > g.roster_items_max)
+		g.roster_items_max = n;
+	if (g.bound == 0 || n < g.roster_items_min)
+		g.roster_items_min = n;
+	if (cfg.scenario == SC_PRESENCE) {
+		uint32_t want = cfg.contacts < cfg.users - 1 ? cfg.contacts : cfg.users - 1;
+		if (n != want) {
+			char user[128];
+			username_of(c->idx, user, sizeof(user));
+			char *m = xasprintf("user %s@%s has %u roster items, the contact ring gives %u (were the "
+					    "--print-roster lines imported with xmppctl roster-import?)",
+					    user, cfg.domain, n, want);
+			if (!g.roster_mismatch)
+				report_error(m);
+			free(m);
+			g.roster_mismatch++;
+		}
+	}
+	on_logged_in(c);
+}
+
 static void handle_iq(struct conn *c, const char *s, const char *e)
 {
 	struct span type, id;
@@ -1542,7 +1671,12 @@ static void handle_iq(struct conn *c, const char *s, const char *e)
 		bool has_from = get_attr(s, e, "from", &from);
 		char q = memchr(id.p, '\'', id.n) ? '"' : '\'';
 		const char *x;
+		struct span ns;
 		bool ping = find_tag(tag_end(s, e), e, "ping", &x);
+		/* roster pushes (RFC 6121 2.1.6) are acknowledged */
+		bool push = span_eq(type, "set") && find_tag(tag_end(s, e), e, "query", &x) &&
+			    get_attr(x, e, "xmlns", &ns) && span_eq(ns, "jabber:iq:roster");
+		ping = ping || push;
 		buf_printf(&c->out, "<iq type='%s' id=%c%.*s%c", ping ? "result" : "error", q, (int)id.n, id.p, q);
 		if (has_from) {
 			char fq = memchr(from.p, '\'', from.n) ? '"' : '\'';
@@ -1601,7 +1735,7 @@ static void handle_iq(struct conn *c, const char *s, const char *e)
 			mark_dirty(c);
 			return;
 		}
-		on_logged_in(c);
+		on_bound(c);
 		return;
 	case CS_SESSION:
 		if (!span_eq(id, "sess"))
@@ -1613,7 +1747,19 @@ static void handle_iq(struct conn *c, const char *s, const char *e)
 			free(d);
 			return;
 		}
-		on_logged_in(c);
+		on_bound(c);
+		return;
+	case CS_ROSTER:
+		if (!span_eq(id, "roster"))
+			return;
+		if (is_err) {
+			const char *er;
+			char *d = find_tag(s + 1, e, "error", &er) ? describe_error(er, e) : strdup("?");
+			conn_fail(c, "roster get failed: %s", d);
+			free(d);
+			return;
+		}
+		roster_result(c, s, e);
 		return;
 	case CS_PRESENCE:
 		if (!span_eq(id, "rdy"))
@@ -1683,6 +1829,59 @@ static void handle_message(struct conn *c, const char *s, const char *e)
 		mark_dirty(snd);
 }
 
+/*
+ * Presence scenario: a presence whose <status/> is "t:NS seq:N" is change
+ * N; a delivery to a contact of its sender counts, with latency now - NS.
+ */
+static void handle_presence(struct conn *c, const char *s, const char *e)
+{
+	uint64_t now = now_ns();
+	g.presence_in++;
+	g.t_last_presence = now;
+	if (cfg.scenario != SC_PRESENCE || !g.nchg)
+		return;
+	const char *st;
+	if (!find_tag(tag_end(s, e), e, "status", &st))
+		return;
+	struct span t = elem_text(st, e);
+	if (t.n < 2 || memcmp(t.p, "t:", 2) != 0)
+		return;
+	uint64_t ts = 0, seq = 0;
+	size_t i = 2;
+	while (i < t.n && t.p[i] >= '0' && t.p[i] <= '9')
+		ts = ts * 10 + (uint64_t)(t.p[i++] - '0');
+	if (i + 5 > t.n || memcmp(t.p + i, " seq:", 5) != 0)
+		return;
+	for (i += 5; i < t.n && t.p[i] >= '0' && t.p[i] <= '9'; i++)
+		seq = seq * 10 + (uint64_t)(t.p[i] - '0');
+	if (seq >= g.nchg)
+		return;
+	struct pchange *ch = &g.chg[seq];
+	if (ch->user == c->idx) {
+		g.self_echo++;  /* RFC 6121 4.4.2: also to the sender's own resources */
+		return;
+	}
+	if (!ring_contact(ch->user, c->idx)) {
+		g.unexpected++;  /* to someone without a subscription: a leak */
+		return;
+	}
+	if (ch->received >= ch->expected) {
+		g.extra++;       /* duplicate, or a contact that was not ready */
+		return;
+	}
+	ch->received++;
+	g.deliveries++;
+	if (g.sending)
+		g.deliveries_in_period++;
+	hist_add(&g.lat, now > ts ? (now - ts) / 1000 : 0);
+	if (ch->received == ch->expected) {
+		g.completed++;
+		if (g.sending)
+			g.completed_in_period++;
+		hist_add(&g.bcast_lat, (now - ch->t_sent) / 1000);
+	}
+}
+
 static void handle_element(struct conn *c, const char *s, const char *e)
 {
 	struct span name = tag_name(s, e);
@@ -1691,8 +1890,10 @@ static void handle_element(struct conn *c, const char *s, const char *e)
 			handle_message(c, s, e);
 			return;
 		}
-		if (span_eq(name, "presence"))
+		if (span_eq(name, "presence")) {
+			handle_presence(c, s, e);
 			return;
+		}
 	}
 	if (span_eq(name, "iq")) {
 		handle_iq(c, s, e);
@@ -1992,10 +2193,18 @@ static void usage(FILE *f)
 		"  --password PW        password of every account (bench)\n"
 		"  --tls MODE           starttls | direct | none (starttls)\n"
 		"  --mech M             SCRAM-SHA-256 | SCRAM-SHA-1 | PLAIN (SCRAM-SHA-1)\n"
-		"  --scenario S         login | idle | chat | latency (login)\n"
+		"  --scenario S         login | idle | chat | latency | presence (login)\n"
 		"  --duration S         seconds to hold/send (10)\n"
-		"  --rate R             latency scenario: messages/s in total (1000)\n"
-		"  --window W           chat scenario: max in-flight messages per sender (16)\n"
+		"  --rate R             latency: messages/s in total; presence: changes/s,\n"
+		"                       0 = unpaced, --window changes in flight (1000)\n"
+		"  --window W           chat: max in-flight messages per sender (16);\n"
+		"                       presence: max incomplete changes in total (no cap)\n"
+		"  --roster-get         fetch the roster after bind, before initial presence\n"
+		"                       (implied by presence; login then ends at the roster)\n"
+		"  --contacts K         presence: contacts per user, ring i+-1..i+-K/2 (50)\n"
+		"  --print-roster       print the ring as xmppctl roster-import lines, exit\n"
+		"  --settle S           presence: storm over after S s without presence (1)\n"
+		"  --settle-timeout S   presence: stop waiting for quiet after S s (300)\n"
 		"  --connect-rate C     new connections per second, 0 = unlimited (500)\n"
 		"  --max-pending P      max logins in progress at once (200)\n"
 		"  --login-timeout S    give up logging in after S seconds (120)\n"
@@ -2045,7 +2254,8 @@ static void parse_args(int argc, char **argv)
 {
 	enum { O_HOST = 256, O_PORT, O_DOMAIN, O_USERS, O_PREFIX, O_PASSWORD, O_TLS, O_MECH,
 	       O_SCENARIO, O_DURATION, O_RATE, O_WINDOW, O_CRATE, O_PENDING, O_LTIMEOUT,
-	       O_PIDS, O_JSON, O_QUIET, O_REGISTER, O_KEYCACHE, O_HELP };
+	       O_PIDS, O_JSON, O_QUIET, O_REGISTER, O_KEYCACHE, O_ROSTER_GET, O_CONTACTS, O_PRINT_ROSTER,
+	       O_SETTLE, O_SETTLE_TIMEOUT, O_HELP };
 	static const struct option opts[] = {
 		{ "host", required_argument, 0, O_HOST },
 		{ "port", required_argument, 0, O_PORT },
@@ -2065,6 +2275,11 @@ static void parse_args(int argc, char **argv)
 		{ "server-pids", required_argument, 0, O_PIDS },
 		{ "register", no_argument, 0, O_REGISTER },
 		{ "key-cache", required_argument, 0, O_KEYCACHE },
+		{ "roster-get", no_argument, 0, O_ROSTER_GET },
+		{ "contacts", required_argument, 0, O_CONTACTS },
+		{ "print-roster", no_argument, 0, O_PRINT_ROSTER },
+		{ "settle", required_argument, 0, O_SETTLE },
+		{ "settle-timeout", required_argument, 0, O_SETTLE_TIMEOUT },
 		{ "json", no_argument, 0, O_JSON },
 		{ "quiet", no_argument, 0, O_QUIET },
 		{ "help", no_argument, 0, O_HELP },
@@ -2096,11 +2311,15 @@ static void parse_args(int argc, char **argv)
 			else if (!strcmp(optarg, "idle")) cfg.scenario = SC_IDLE;
 			else if (!strcmp(optarg, "chat")) cfg.scenario = SC_CHAT;
 			else if (!strcmp(optarg, "latency")) cfg.scenario = SC_LATENCY;
-			else die("--scenario must be login, idle, chat or latency");
+			else if (!strcmp(optarg, "presence")) cfg.scenario = SC_PRESENCE;
+			else die("--scenario must be login, idle, chat, latency or presence");
 			break;
 		case O_DURATION: cfg.duration = parse_num("duration", optarg, 0, 86400); break;
-		case O_RATE: cfg.rate = parse_num("rate", optarg, 0.001, 1e7); break;
-		case O_WINDOW: cfg.window = (unsigned)parse_num("window", optarg, 1, 1000000); break;
+		case O_RATE: cfg.rate = parse_num("rate", optarg, 0, 1e7); break;
+		case O_WINDOW:
+			cfg.window = (unsigned)parse_num("window", optarg, 1, 1000000);
+			cfg.window_given = true;
+			break;
 		case O_CRATE: cfg.connect_rate = parse_num("connect-rate", optarg, 0, 1e7); break;
 		case O_PENDING: cfg.max_pending = (unsigned)parse_num("max-pending", optarg, 1, 1000000); break;
 		case O_LTIMEOUT: cfg.login_timeout = parse_num("login-timeout", optarg, 1, 86400); break;
@@ -2118,6 +2337,11 @@ static void parse_args(int argc, char **argv)
 		}
 		case O_REGISTER: cfg.do_register = true; break;
 		case O_KEYCACHE: key_cache_file = optarg; break;
+		case O_ROSTER_GET: cfg.roster_get = true; break;
+		case O_CONTACTS: cfg.contacts = (unsigned)parse_num("contacts", optarg, 2, 100000); break;
+		case O_PRINT_ROSTER: cfg.print_roster = true; break;
+		case O_SETTLE: cfg.settle_quiet = parse_num("settle", optarg, 0.01, 3600); break;
+		case O_SETTLE_TIMEOUT: cfg.settle_timeout = parse_num("settle-timeout", optarg, 1, 86400); break;
 		case O_JSON: cfg.json = true; break;
 		case O_QUIET: cfg.quiet = true; break;
 		case O_HELP: case 'h': usage(stdout); exit(0);
@@ -2128,6 +2352,17 @@ static void parse_args(int argc, char **argv)
 		die("unexpected argument: %s", argv[optind]);
 	if ((cfg.scenario == SC_CHAT || cfg.scenario == SC_LATENCY) && cfg.users % 2)
 		die("chat and latency scenarios need an even number of users");
+	if (cfg.contacts % 2)
+		die("--contacts must be even (K/2 neighbours on each side of the ring)");
+	if (cfg.rate == 0 && (cfg.scenario != SC_PRESENCE || !cfg.window_given))
+		die("--rate 0 (unpaced) needs --scenario presence and --window");
+	if (cfg.scenario == SC_PRESENCE) {
+		cfg.roster_get = true;  /* initial presence only after the roster */
+		if (!cfg.window_given)
+			cfg.window = UINT_MAX;  /* no cap on changes in flight */
+		if (cfg.users < 2)
+			die("the presence scenario needs at least 2 users");
+	}
 	if (strpbrk(cfg.domain, "'\"<>& ") || !*cfg.domain)
 		die("invalid --domain");
 	if (strpbrk(cfg.prefix, "'\"<>&@/ ") || !*cfg.prefix)
@@ -2145,9 +2380,20 @@ struct results {
 	double kib_per_session;
 	double run_s, msgs_per_s;
 	double srv_cpu, srv_cpu_per_10k, cli_cpu, cli_cpu_run;
+	double bcasts_per_s;
+	double login_srv_cpu;  /* server CPU s from the first connect to the last login */
 	unsigned dropped;
-	bool have_rss, have_cpu;
+	bool have_rss, have_cpu, have_login_cpu;
 };
+
+/* chat/latency: messages sent but not received; presence: deliveries
+ * expected (contacts ready when the change was sent) but not received */
+static uint64_t lost_count(void)
+{
+	if (cfg.scenario == SC_PRESENCE)
+		return g.expected_total > g.deliveries ? g.expected_total - g.deliveries : 0;
+	return g.total_sent > g.total_delivered ? g.total_sent - g.total_delivered : 0;
+}
 
 static void json_str(FILE *f, const char *s)
 {
@@ -2167,7 +2413,8 @@ static void json_str(FILE *f, const char *s)
 static void print_results(const struct results *r, bool ok)
 {
 	bool msgs = cfg.scenario == SC_CHAT || cfg.scenario == SC_LATENCY;
-	uint64_t lost = g.total_sent > g.total_delivered ? g.total_sent - g.total_delivered : 0;
+	bool pres = cfg.scenario == SC_PRESENCE;
+	uint64_t lost = lost_count();
 	if (cfg.json) {
 		FILE *f = stdout;
 		fprintf(f, "{\"scenario\":\"%s\",\"host\":", scenario_names[cfg.scenario]);
@@ -2181,6 +2428,34 @@ static void print_results(const struct results *r, bool ok)
 			g.bound, cfg.users - g.bound, r->login_s, r->logins_per_s,
 			hist_pct_ms(&g.login_lat, 50), hist_pct_ms(&g.login_lat, 99),
 			(double)g.login_lat.max / 1000.0);
+		fprintf(f, ",\"roster_get\":%s", cfg.roster_get ? "true" : "false");
+		if (cfg.roster_get)
+			fprintf(f, ",\"roster_items_min\":%u,\"roster_items_max\":%u,\"roster_items_avg\":%.1f",
+				g.roster_items_min, g.roster_items_max,
+				g.bound ? (double)g.roster_items_total / g.bound : 0.0);
+		if (r->have_login_cpu)
+			fprintf(f, ",\"login_server_cpu_s\":%.2f,\"server_cpu_ms_per_login\":%.3f", r->login_srv_cpu,
+				g.bound ? r->login_srv_cpu * 1000.0 / g.bound : 0.0);
+		if (pres) {
+			fprintf(f, ",\"contacts\":%u,\"rate\":%.1f,\"window\":%u,\"skipped\":%" PRIu64 ",\"settle_s\":%.3f,"
+				"\"settle_timed_out\":%s,\"initial_presence_stanzas\":%" PRIu64 ",\"duration_s\":%.3f,"
+				"\"changes\":%zu,\"broadcasts_completed\":%" PRIu64 ",\"broadcasts_per_s\":%.1f,"
+				"\"expected\":%" PRIu64 ",\"deliveries\":%" PRIu64 ",\"deliveries_per_s\":%.1f,"
+				"\"lost\":%" PRIu64 ",\"unexpected\":%" PRIu64 ",\"extra\":%" PRIu64
+				",\"self_echo\":%" PRIu64 ",\"dropped\":%u,"
+				"\"latency_p50_ms\":%.3f,\"latency_p99_ms\":%.3f,\"latency_max_ms\":%.3f,"
+				"\"bcast_p50_ms\":%.3f,\"bcast_p99_ms\":%.3f,\"bcast_max_ms\":%.3f",
+				cfg.contacts, cfg.rate, cfg.window, g.skipped, g.settle_s, g.settle_timed_out ? "true" : "false",
+				g.presence_in_settle, r->run_s, g.nchg, g.completed, r->bcasts_per_s, g.expected_total,
+				g.deliveries, r->msgs_per_s, lost, g.unexpected, g.extra, g.self_echo, r->dropped,
+				hist_pct_ms(&g.lat, 50), hist_pct_ms(&g.lat, 99), (double)g.lat.max / 1000.0,
+				hist_pct_ms(&g.bcast_lat, 50), hist_pct_ms(&g.bcast_lat, 99),
+				(double)g.bcast_lat.max / 1000.0);
+			if (r->have_cpu)
+				fprintf(f, ",\"server_cpu_s\":%.2f,\"server_cpu_s_per_10k\":%.4f", r->srv_cpu,
+					r->srv_cpu_per_10k);
+			fprintf(f, ",\"client_cpu_run_s\":%.2f", r->cli_cpu_run);
+		}
 		if (cfg.scenario == SC_IDLE) {
 			fprintf(f, ",\"duration_s\":%.3f,\"dropped\":%u", cfg.duration, r->dropped);
 			if (r->have_rss)
@@ -2219,8 +2494,44 @@ static void print_results(const struct results *r, bool ok)
 		mech_names[cfg.mech], cfg.users);
 	fprintf(f, "  %-28s %u ok, %u failed\n", "logins", g.bound, cfg.users - g.bound);
 	fprintf(f, "  %-28s %.3f s  (%.1f logins/s)\n", "login time", r->login_s, r->logins_per_s);
-	fprintf(f, "  %-28s p50 %.2f  p99 %.2f  max %.2f ms\n", "login latency",
-		hist_pct_ms(&g.login_lat, 50), hist_pct_ms(&g.login_lat, 99), (double)g.login_lat.max / 1000.0);
+	fprintf(f, "  %-28s p50 %.2f  p99 %.2f  max %.2f ms%s\n", "login latency",
+		hist_pct_ms(&g.login_lat, 50), hist_pct_ms(&g.login_lat, 99), (double)g.login_lat.max / 1000.0,
+		cfg.roster_get ? " (connect to roster result)" : "");
+	if (cfg.roster_get)
+		fprintf(f, "  %-28s min %u  max %u  avg %.1f items\n", "roster fetched at login", g.roster_items_min,
+			g.roster_items_max, g.bound ? (double)g.roster_items_total / g.bound : 0.0);
+	if (r->have_login_cpu)
+		fprintf(f, "  %-28s %.2f s  (%.3f ms per login)\n", "server CPU during logins", r->login_srv_cpu,
+			g.bound ? r->login_srv_cpu * 1000.0 / g.bound : 0.0);
+	if (pres) {
+		fprintf(f, "  %-28s %u per user (ring), %u users online\n", "contacts", cfg.contacts, g.ready);
+		fprintf(f, "  %-28s %" PRIu64 " presence stanzas received, the last %.2f s after the first "
+			"connect%s\n", "initial presence", g.presence_in_settle, g.settle_s,
+			g.settle_timed_out ? " (NOT quiet: settle timeout)" : "");
+		if (cfg.rate > 0)
+			fprintf(f, "  %-28s %.1f changes/s (%" PRIu64 " ticks skipped)\n", "target rate", cfg.rate,
+				g.skipped);
+		else
+			fprintf(f, "  %-28s unpaced, %u incomplete changes in flight\n", "target rate", cfg.window);
+		fprintf(f, "  %-28s %.3f s\n", "sending period", r->run_s);
+		fprintf(f, "  %-28s %zu sent, %" PRIu64 " complete (every ready contact got it)\n", "presence changes",
+			g.nchg, g.completed);
+		fprintf(f, "  %-28s %.1f broadcasts/s\n", "completed during sending", r->bcasts_per_s);
+		fprintf(f, "  %-28s %" PRIu64 " expected, %" PRIu64 " received, %" PRIu64 " lost, %" PRIu64
+			" to non-contacts, %" PRIu64 " extra, %" PRIu64 " echoes to the sender\n", "deliveries",
+			g.expected_total, g.deliveries, lost, g.unexpected, g.extra, g.self_echo);
+		fprintf(f, "  %-28s %.1f deliveries/s\n", "delivered during sending", r->msgs_per_s);
+		fprintf(f, "  %-28s p50 %.3f  p99 %.3f  max %.3f ms\n", "delivery latency", hist_pct_ms(&g.lat, 50),
+			hist_pct_ms(&g.lat, 99), (double)g.lat.max / 1000.0);
+		fprintf(f, "  %-28s p50 %.3f  p99 %.3f  max %.3f ms\n", "broadcast complete after",
+			hist_pct_ms(&g.bcast_lat, 50), hist_pct_ms(&g.bcast_lat, 99), (double)g.bcast_lat.max / 1000.0);
+		if (r->have_cpu)
+			fprintf(f, "  %-28s %.2f s  (%.4f s per 10,000 deliveries)\n", "server CPU", r->srv_cpu,
+				r->srv_cpu_per_10k);
+		fprintf(f, "  %-28s %.2f s during the sending period + drain\n", "client CPU (run)", r->cli_cpu_run);
+		if (r->dropped)
+			fprintf(f, "  %-28s %u\n", "sessions dropped", r->dropped);
+	}
 	if (cfg.scenario == SC_IDLE) {
 		fprintf(f, "  %-28s %.1f s, %u dropped\n", "held", cfg.duration, r->dropped);
 		if (r->have_rss)
@@ -2259,7 +2570,7 @@ static void print_results(const struct results *r, bool ok)
 /* Main loop                                                            */
 /* ------------------------------------------------------------------ */
 
-enum phase { PH_LOGIN, PH_SETTLE, PH_HOLD, PH_RUN, PH_DRAIN, PH_END };
+enum phase { PH_LOGIN, PH_SETTLE, PH_QUIET, PH_HOLD, PH_RUN, PH_DRAIN, PH_END };
 
 static void progress(const char *fmt, ...)
 {
@@ -2302,9 +2613,73 @@ static void pace(uint64_t now)
 	}
 }
 
+/* Presence scenario: user c announces change number g.nchg to its
+ * contacts; the ones ready now are expected to get it. */
+static void send_change(struct conn *c)
+{
+	static uint32_t *ct;
+	if (!ct)
+		ct = xmalloc((cfg.contacts + 1) * sizeof(*ct));
+	if (g.nchg == g.chg_cap) {
+		g.chg_cap = g.chg_cap ? 2 * g.chg_cap : 65536;
+		g.chg = xrealloc(g.chg, g.chg_cap * sizeof(*g.chg));
+	}
+	unsigned n = ring_contacts(c->idx, ct), ready = 0;
+	for (unsigned k = 0; k < n; k++)
+		ready += g.c[ct[k]].state == CS_READY;
+	struct pchange *ch = &g.chg[g.nchg];
+	ch->user = c->idx;
+	ch->expected = ready;
+	ch->received = 0;
+	ch->t_sent = now_ns();
+	g.expected_total += ready;
+	if (!ready) {
+		g.completed++;
+		g.completed_in_period++;
+	}
+	buf_printf(&c->out, "<presence><status>t:%" PRIu64 " seq:%zu</status></presence>", ch->t_sent, g.nchg);
+	g.nchg++;
+	g.total_sent++;
+	mark_dirty(c);
+}
+
+/* --rate changes/s in total, users round robin (1 ms ticks); a tick is
+ * skipped when its user is not ready or --window changes are incomplete.
+ * --rate 0: no pacing, a new change whenever fewer than --window are
+ * incomplete (a closed loop that measures the server's capacity). */
+static void pace_presence(uint64_t now)
+{
+	if (cfg.rate == 0) {
+		for (unsigned tries = 0; g.nchg - g.completed < cfg.window && tries < cfg.users; tries++) {
+			struct conn *c = &g.c[g.rr];
+			g.rr = (g.rr + 1) % cfg.users;
+			if (c->state == CS_READY)
+				send_change(c);
+		}
+		return;
+	}
+	double el = (double)(now - g.t_run_start) / 1e9;
+	uint64_t due = (uint64_t)(el * cfg.rate);
+	uint64_t budget = (uint64_t)(cfg.rate / 10) + 100;
+	while (g.scheduled < due && budget--) {
+		struct conn *c = &g.c[g.rr];
+		g.rr = (g.rr + 1) % cfg.users;
+		g.scheduled++;
+		if (c->state != CS_READY || g.nchg - g.completed >= cfg.window) {
+			g.skipped++;
+			continue;
+		}
+		send_change(c);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	parse_args(argc, argv);
+	if (cfg.print_roster) {
+		print_roster();
+		return 0;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	if (key_cache_file)
 		key_cache_load();
@@ -2357,6 +2732,7 @@ int main(int argc, char **argv)
 		res.rss_before = server_rss_kib();
 		if (res.rss_before < 0)
 			fprintf(stderr, "xmppd-bench: warning: cannot read /proc of --server-pids\n");
+		res.login_srv_cpu = server_cpu_s();
 	}
 
 	enum phase ph = PH_LOGIN;
@@ -2375,7 +2751,7 @@ int main(int argc, char **argv)
 			timeout = 0;
 		else if (ph == PH_LOGIN && g.started < cfg.users && g.pending < cfg.max_pending)
 			timeout = 1;
-		else if (ph == PH_RUN && cfg.scenario == SC_LATENCY)
+		else if (ph == PH_RUN && (cfg.scenario == SC_LATENCY || cfg.scenario == SC_PRESENCE))
 			timeout = 1;
 		else if (phase_end && phase_end > now) {
 			uint64_t ms = (phase_end - now) / 1000000 + 1;
@@ -2414,6 +2790,8 @@ int main(int argc, char **argv)
 		}
 		if (ph == PH_RUN && cfg.scenario == SC_LATENCY && g.sending)
 			pace(now);
+		if (ph == PH_RUN && cfg.scenario == SC_PRESENCE && g.sending)
+			pace_presence(now);
 
 		/* --- flush everything that has output --- */
 		for (uint32_t i = 0; i < g.ndirty; i++) {
@@ -2434,6 +2812,11 @@ int main(int argc, char **argv)
 			next_progress = now + 1000000000ull;
 			if (ph == PH_LOGIN)
 				progress("login: %u started, %u ready, %u failed", g.started, g.ready, g.failed);
+			else if (ph == PH_QUIET)
+				progress("settling: %" PRIu64 " presence stanzas received", g.presence_in);
+			else if (ph == PH_RUN && cfg.scenario == SC_PRESENCE)
+				progress("run: %zu changes sent, %" PRIu64 " complete, %" PRIu64 " deliveries", g.nchg,
+					 g.completed, g.deliveries);
 			else if (ph == PH_RUN)
 				progress("run: %" PRIu64 " sent, %" PRIu64 " delivered", g.total_sent, g.total_delivered);
 		}
@@ -2456,6 +2839,11 @@ int main(int argc, char **argv)
 			res.login_s = (double)((g.t_last_bind > t0 ? g.t_last_bind : now) - t0) / 1e9;
 			res.logins_per_s = res.login_s > 0 ? g.bound / res.login_s : 0;
 			g.t_all_ready = now;
+			if (res.login_srv_cpu >= 0 && cfg.npids) {
+				double c1 = server_cpu_s();
+				res.have_login_cpu = c1 >= 0;
+				res.login_srv_cpu = c1 - res.login_srv_cpu;
+			}
 			progress("login: %u of %u users logged in in %.2f s (%.1f/s)", g.bound, cfg.users,
 				 res.login_s, res.logins_per_s);
 			if (g.failed) {
@@ -2468,6 +2856,11 @@ int main(int argc, char **argv)
 			} else if (cfg.scenario == SC_IDLE) {
 				ph = PH_SETTLE;
 				phase_end = now + 2000000000ull;
+			} else if (cfg.scenario == SC_PRESENCE) {
+				/* the initial-presence storm (broadcasts, probes and
+				 * their answers) must be over before measuring */
+				ph = PH_QUIET;
+				phase_end = now + (uint64_t)(cfg.settle_timeout * 1e9);
 			} else {
 				build_chat_prefixes();
 				ph = PH_RUN;
@@ -2481,6 +2874,24 @@ int main(int argc, char **argv)
 						mark_dirty(&g.c[i]);
 			}
 			break;
+		case PH_QUIET: {
+			uint64_t last = g.t_last_presence > g.t_all_ready ? g.t_last_presence : g.t_all_ready;
+			bool quiet = now - last >= (uint64_t)(cfg.settle_quiet * 1e9);
+			if (!quiet && now < phase_end)
+				break;
+			g.settle_timed_out = !quiet;
+			g.settle_s = (double)(last - g.t_login_start) / 1e9;
+			g.presence_in_settle = g.presence_in;
+			progress("initial presence: %" PRIu64 " presence stanzas received, the last %.2f s after the "
+				 "first connect%s", g.presence_in, g.settle_s, quiet ? "" : " (still not quiet: timeout)");
+			ph = PH_RUN;
+			g.sending = true;
+			g.t_run_start = now_ns();
+			phase_end = g.t_run_start + (uint64_t)(cfg.duration * 1e9);
+			srv_cpu0 = cfg.npids ? server_cpu_s() : -1;
+			cli_cpu0 = self_cpu_s();
+			break;
+		}
 		case PH_SETTLE:
 			if (now < phase_end)
 				break;
@@ -2506,7 +2917,9 @@ int main(int argc, char **argv)
 			phase_end = now + (uint64_t)(cfg.drain_timeout * 1e9);
 			break;
 		case PH_DRAIN:
-			if (g.total_delivered + g.error_msgs >= g.total_sent || now >= phase_end) {
+			if ((cfg.scenario == SC_PRESENCE ? g.completed >= g.nchg
+							 : g.total_delivered + g.error_msgs >= g.total_sent) ||
+			    now >= phase_end) {
 				g.t_drain_end = now;
 				ph = PH_END;
 			}
@@ -2518,10 +2931,12 @@ int main(int argc, char **argv)
 
 	/* --- results --- */
 	res.cli_cpu = self_cpu_s();
-	if (cfg.scenario == SC_CHAT || cfg.scenario == SC_LATENCY) {
+	if (cfg.scenario == SC_CHAT || cfg.scenario == SC_LATENCY || cfg.scenario == SC_PRESENCE) {
+		bool pres = cfg.scenario == SC_PRESENCE;
 		if (g.t_run_end > g.t_run_start) {
 			res.run_s = (double)(g.t_run_end - g.t_run_start) / 1e9;
-			res.msgs_per_s = g.delivered_in_period / res.run_s;
+			res.msgs_per_s = (pres ? g.deliveries_in_period : g.delivered_in_period) / res.run_s;
+			res.bcasts_per_s = g.completed_in_period / res.run_s;
 		}
 		res.cli_cpu_run = g.t_run_start ? res.cli_cpu - cli_cpu0 : 0;
 		if (srv_cpu0 >= 0) {
@@ -2529,18 +2944,26 @@ int main(int argc, char **argv)
 			if (c1 >= 0) {
 				res.have_cpu = true;
 				res.srv_cpu = c1 - srv_cpu0;
-				res.srv_cpu_per_10k = g.total_delivered ? res.srv_cpu * 10000.0 / g.total_delivered : 0;
+				uint64_t dl = pres ? g.deliveries : g.total_delivered;
+				res.srv_cpu_per_10k = dl ? res.srv_cpu * 10000.0 / dl : 0;
 			}
 		}
 	}
 	res.dropped = g.dropped;
-	uint64_t lost = g.total_sent > g.total_delivered ? g.total_sent - g.total_delivered : 0;
-	bool ok = !aborted && g.failed == 0 && g.bound == cfg.users && lost == 0 && g.dropped == 0;
+	uint64_t lost = lost_count();
+	bool ok = !aborted && g.failed == 0 && g.bound == cfg.users && lost == 0 && g.dropped == 0 &&
+		  g.unexpected == 0 && g.roster_mismatch == 0;
 	if (aborted)
 		fprintf(stderr, "xmppd-bench: %u of %u logins failed; scenario %s not run\n", g.failed,
 			cfg.users, scenario_names[cfg.scenario]);
 	if (lost)
-		fprintf(stderr, "xmppd-bench: %" PRIu64 " messages lost\n", lost);
+		fprintf(stderr, "xmppd-bench: %" PRIu64 " %s lost\n", lost,
+			cfg.scenario == SC_PRESENCE ? "presence deliveries" : "messages");
+	if (g.unexpected)
+		fprintf(stderr, "xmppd-bench: %" PRIu64 " presence deliveries to users who are not contacts\n",
+			g.unexpected);
+	if (g.roster_mismatch)
+		fprintf(stderr, "xmppd-bench: %u rosters differ from the contact ring\n", g.roster_mismatch);
 
 	/* --- close everything (best effort stream close, no waiting) --- */
 	for (unsigned i = 0; i < cfg.users; i++) {
