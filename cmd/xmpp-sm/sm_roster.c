@@ -1259,6 +1259,36 @@ static void cmd_roster(struct sm *sm, const char *bare, struct ctl_req *r)
 /* roster-add USER CONTACT [NAME] [GROUP...] [--subscription both|to|from|none]:
  * like ejabberd's add_rosteritem, a server-side change pushed to the
  * user's interested resources; no presence stanza is sent. */
+/* The administrator's rules for one item (roster-add, roster-import):
+ * name and groups replaced when given (a new item starts without groups),
+ * the item made visible, and when sub >= 0 (none, to, from, both) the
+ * subscription set, answering a pending request in the direction granted. */
+static void admin_set_item(struct ritem *it, int is_new, const char *name, const char *const *groups,
+                           unsigned ngroups, int sub)
+{
+    if (name) {
+        free(it->name);
+        it->name = *name ? strdup(name) : NULL;
+    }
+    if (ngroups || is_new) {
+        for (unsigned g = 0; g < it->ngroups; g++) free(it->groups[g]);
+        free(it->groups);
+        it->groups = ngroups ? calloc(ngroups, sizeof *it->groups) : NULL;
+        it->ngroups = 0;
+        for (unsigned g = 0; it->groups && g < ngroups; g++)
+            if ((it->groups[it->ngroups] = strdup(groups[g]))) it->ngroups++;
+    }
+    it->hidden = 0;
+    if (sub < 0) return;
+    int to = sub == 1 || sub == 3, from = sub == 2 || sub == 3;
+    it->state = sub_state_make(to, from, !to && sub_pending_out(it->state), !from && sub_pending_in(it->state));
+    if (!sub_pending_in(it->state)) {
+        free(it->pending);
+        it->pending = NULL;
+    }
+    if (from) it->approved = 0;
+}
+
 static int cmd_roster_add(struct sm *sm, int argc, char **argv, struct ctl_req *r)
 {
     char bare[JID_STR_MAX], contact[JID_STR_MAX];
@@ -1325,32 +1355,8 @@ static int cmd_roster_add(struct sm *sm, int argc, char **argv, struct ctl_req *
         roster_release(sm, ro);
         return 0;
     }
-    /* name and groups: replaced when given, kept otherwise */
-    if (name) {
-        free(it->name);
-        it->name = *name ? strdup(name) : NULL;
-    }
-    if (ngroups || is_new) {
-        for (unsigned g = 0; g < it->ngroups; g++) free(it->groups[g]);
-        free(it->groups);
-        it->groups = ngroups ? calloc(ngroups, sizeof *it->groups) : NULL;
-        it->ngroups = 0;
-        for (unsigned g = 0; it->groups && g < ngroups; g++)
-            if ((it->groups[it->ngroups] = strdup(groups[g]))) it->ngroups++;
-    }
-    it->hidden = 0;
     enum sub_state before = it->state;
-    if (sub >= 0) {
-        /* the administrator sets the subscription; a pending request in
-         * the direction now granted is answered by it */
-        int to = sub == 1 || sub == 3, from = sub == 2 || sub == 3;
-        it->state = sub_state_make(to, from, !to && sub_pending_out(it->state), !from && sub_pending_in(it->state));
-        if (!sub_pending_in(it->state)) {
-            free(it->pending);
-            it->pending = NULL;
-        }
-        if (from) it->approved = 0;
-    }
+    admin_set_item(it, is_new, name, groups, ngroups, sub);
     struct sm_later *l = later_new();
     if (!l || roster_save(sm, ro, l) < 0) {
         later_abandon(sm, l);
@@ -1505,25 +1511,7 @@ static int cmd_roster_import(struct sm *sm, int argc, char **argv, struct ctl_re
             ctl_fail(r, 1, "out of memory (%s)", bare);
             goto out;
         }
-        /* the rules of roster-add --subscription */
-        if (v[i].name) {
-            free(it->name);
-            it->name = *v[i].name ? strdup(v[i].name) : NULL;
-        }
-        if (is_new) {
-            for (unsigned g = 0; g < it->ngroups; g++) free(it->groups[g]);
-            free(it->groups);
-            it->groups = NULL;
-            it->ngroups = 0;
-        }
-        it->hidden = 0;
-        int to = v[i].sub == 1 || v[i].sub == 3, from = v[i].sub == 2 || v[i].sub == 3;
-        it->state = sub_state_make(to, from, !to && sub_pending_out(it->state), !from && sub_pending_in(it->state));
-        if (!sub_pending_in(it->state)) {
-            free(it->pending);
-            it->pending = NULL;
-        }
-        if (from) it->approved = 0;
+        admin_set_item(it, is_new, v[i].name, NULL, 0, v[i].sub); /* as roster-add --subscription */
         added += is_new;
         v[i].it = it;
     }
