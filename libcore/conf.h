@@ -10,10 +10,30 @@
 #define CONF_MAX_ADDRS 16
 #define CONF_MAX_HOSTS 64
 
+#define CONF_MAX_MODULES 64
+
+/* "module.key = value": an option of a module, global or per host. */
+struct conf_opt {
+    char *module, *key, *value;
+    int line;            /* where it was set, for the module's error message */
+};
+
+/* A module list: "modules = a b c" lines (the first line of a file
+ * replaces the default, later ones add). */
+struct conf_mods {
+    char *name[CONF_MAX_MODULES];
+    size_t n;
+    int set;             /* a "modules" line was read */
+};
+
 struct conf_host {
     char *domain;   /* normalized (nameprep) */
     char *tls_cert; /* PEM chain; NULL: <state_dir>/tls/<domain>.crt (made by `xmppctl start`) */
     char *tls_key;
+    struct conf_mods modules;  /* set: replaces the global list for this host */
+    struct conf_mods disabled; /* "modules_disabled": removed from the global list */
+    struct conf_opt *opts;     /* module options of this host (override global ones) */
+    size_t n_opts;
 };
 
 struct conf {
@@ -48,6 +68,10 @@ struct conf {
     unsigned heartbeat_ms;    /* liveness: heartbeat period */
     unsigned peer_timeout_ms; /* a peer silent this long is dead */
     int show_version;         /* answer XEP-0092 with the version */
+    char *module_dir;         /* external modules (NAME.so); default PKGLIBDIR/modules */
+    struct conf_mods modules; /* modules of every host; default CONF_DEFAULT_MODULES */
+    struct conf_opt *opts;    /* module options for every host */
+    size_t n_opts;
     struct conf_host hosts[CONF_MAX_HOSTS];
     size_t n_hosts;
 };
@@ -59,6 +83,17 @@ int conf_load(const char *path, struct conf *c, char *err, size_t errlen);
 void conf_free(struct conf *c);
 /* The host section for a normalized domain, or NULL if not served. */
 const struct conf_host *conf_host(const struct conf *c, const char *domain, size_t len);
+/* The modules enabled when the file names none (xmppd.conf(5)). */
+#define CONF_DEFAULT_MODULES "disco ping version time last vcard private privacy blocking contact_info"
+/* The modules enabled for host h, in configured order, into out (at
+ * most max); returns how many. */
+size_t conf_host_modules(const struct conf *c, const struct conf_host *h, const char **out, size_t max);
+/* 1 if module name is enabled for host h, else 0. */
+int conf_module_enabled(const struct conf *c, const struct conf_host *h, const char *name);
+/* Value of option "module.key" for host h (its own section first, then
+ * the global one), or NULL when not set. */
+const struct conf_opt *conf_module_opt(const struct conf *c, const struct conf_host *h, const char *module,
+                                       const char *key);
 /* Endpoint of a daemon's control socket into out. */
 void conf_ctl_endpoint(const struct conf *c, const char *instance, char *out, size_t size);
 /* Endpoint of a daemon's trace stream (xmppd-trace(7)) into out. */

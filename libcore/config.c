@@ -18,6 +18,9 @@
 #ifndef LOCALSTATEDIR
 #define LOCALSTATEDIR "/var"
 #endif
+#ifndef PKGLIBDIR
+#define PKGLIBDIR "/usr/local/lib/xmppd"
+#endif
 
 enum val { V_STR, V_BOOL, V_UINT, V_SIZE, V_LEVEL, V_ADDR };
 
@@ -59,6 +62,7 @@ static const struct key keys[] = {
     { "heartbeat_ms", V_UINT, OFF(heartbeat_ms), 0, 50, 60000 },
     { "peer_timeout_ms", V_UINT, OFF(peer_timeout_ms), 0, 200, 600000 },
     { "show_version", V_BOOL, OFF(show_version), 0, 0, 0 },
+    { "module_dir", V_STR, OFF(module_dir), 0, 0, 0 },
 };
 
 static void set_err(char *err, size_t errlen, const char *file, int line, const char *fmt, ...)
@@ -263,6 +267,92 @@ static char *resolve_path(const char *path, const char *conf_file)
     return out;
 }
 
+/* A module name: lowercase letters, digits and '_', as in NAME.so. */
+static int valid_module_name(const char *v, size_t n)
+{
+    if (n == 0 || n > 63) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)v[i]) || isdigit((unsigned char)v[i]) || v[i] == '_')) return 0;
+    return 1;
+}
+
+static void mods_clear(struct conf_mods *m)
+{
+    for (size_t i = 0; i < m->n; i++) free(m->name[i]);
+    m->n = 0;
+}
+
+/* "modules = a b c": the first line of a file replaces (the default),
+ * later ones add. A name given twice is an error. */
+static int mods_add(struct conf_mods *m, const char *key, char *v, const char *file, int line,
+                    char *err, size_t errlen)
+{
+    if (!m->set) {
+        mods_clear(m);
+        m->set = 1;
+    }
+    for (char *save = NULL, *w = strtok_r(v, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+        if (!valid_module_name(w, strlen(w))) {
+            set_err(err, errlen, file, line, "%s: '%s' is not a module name (a-z, 0-9, _)", key, w);
+            return -1;
+        }
+        for (size_t i = 0; i < m->n; i++)
+            if (strcmp(m->name[i], w) == 0) {
+                set_err(err, errlen, file, line, "%s: '%s' is listed twice", key, w);
+                return -1;
+            }
+        if (m->n >= CONF_MAX_MODULES) {
+            set_err(err, errlen, file, line, "%s: at most %d modules", key, CONF_MAX_MODULES);
+            return -1;
+        }
+        if (!(m->name[m->n] = strdup(w))) return -1;
+        m->n++;
+    }
+    return 0;
+}
+
+/* "module.key = value"; 1 if k has that shape (stored), 0 if not, -1 error. */
+static int add_opt(struct conf_opt **opts, size_t *n, const char *k, const char *v, const char *file, int line,
+                   char *err, size_t errlen)
+{
+    const char *dot = strchr(k, '.');
+    if (!dot) return 0;
+    if (!valid_module_name(k, (size_t)(dot - k)) || !dot[1] || strchr(dot + 1, '.')) {
+        set_err(err, errlen, file, line, "'%s': a module option is MODULE.KEY", k);
+        return -1;
+    }
+    for (size_t i = 0; i < *n; i++) /* a later line replaces an earlier one */
+        if (strncmp((*opts)[i].module, k, (size_t)(dot - k)) == 0 && !(*opts)[i].module[dot - k] &&
+            strcmp((*opts)[i].key, dot + 1) == 0) {
+            char *nv = strdup(v);
+            if (!nv) return -1;
+            free((*opts)[i].value);
+            (*opts)[i].value = nv;
+            (*opts)[i].line = line;
+            return 1;
+        }
+    struct conf_opt *grown = realloc(*opts, (*n + 1) * sizeof **opts);
+    if (!grown) return -1;
+    *opts = grown;
+    struct conf_opt *o = &grown[*n];
+    o->module = strndup(k, (size_t)(dot - k));
+    o->key = strdup(dot + 1);
+    o->value = strdup(v);
+    o->line = line;
+    (*n)++;
+    return o->module && o->key && o->value ? 1 : -1;
+}
+
+static void opts_free(struct conf_opt *opts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(opts[i].module);
+        free(opts[i].key);
+        free(opts[i].value);
+    }
+    free(opts);
+}
+
 static int parse_file(struct conf *c, FILE *f, const char *file, char *err, size_t errlen)
 {
     char line[4096];
@@ -301,6 +391,18 @@ static int parse_file(struct conf *c, FILE *f, const char *file, char *err, size
             set_err(err, errlen, file, lineno, "%s: empty value", k);
             return -1;
         }
+        int opt = add_opt(host ? &host->opts : &c->opts, host ? &host->n_opts : &c->n_opts, k, v, file, lineno,
+                          err, errlen);
+        if (opt < 0) return -1;
+        if (opt) continue;
+        if (strcmp(k, "modules") == 0) {
+            if (mods_add(host ? &host->modules : &c->modules, k, v, file, lineno, err, errlen) < 0) return -1;
+            continue;
+        }
+        if (host && strcmp(k, "modules_disabled") == 0) {
+            if (mods_add(&host->disabled, k, v, file, lineno, err, errlen) < 0) return -1;
+            continue;
+        }
         if (host) {
             char **slot = strcmp(k, "tls_cert") == 0 ? &host->tls_cert
                         : strcmp(k, "tls_key") == 0 ? &host->tls_key : NULL;
@@ -325,7 +427,7 @@ static int parse_file(struct conf *c, FILE *f, const char *file, char *err, size
         }
         int *seen = key->off == OFF(c2s_listen) ? &addr_seen[0] : &addr_seen[1];
         if (set_key(c, key, v, seen, file, lineno, err, errlen) < 0) return -1;
-        if (key->type == V_STR && (key->off == OFF(state_dir) || key->off == OFF(run_dir))) {
+        if (key->type == V_STR && (key->off == OFF(state_dir) || key->off == OFF(run_dir) || key->off == OFF(module_dir))) {
             char **p = (char **)((char *)c + key->off);
             char *abs = resolve_path(*p, file);
             free(*p);
@@ -344,6 +446,15 @@ static int finish(struct conf *c, char *err, size_t errlen)
         c->state_dir = strdup(env && *env ? env : LOCALSTATEDIR "/lib/xmppd");
     }
     char tmp[4096];
+    if (!c->modules.set) {
+        snprintf(tmp, sizeof tmp, "%s", CONF_DEFAULT_MODULES);
+        if (mods_add(&c->modules, "modules", tmp, file, 0, err, errlen) < 0) return -1;
+        c->modules.set = 0;
+    }
+    if (!c->module_dir) {
+        const char *env = getenv("XMPPD_MODULE_DIR");
+        c->module_dir = strdup(env && *env ? env : PKGLIBDIR "/modules");
+    }
     if (!c->run_dir) {
         snprintf(tmp, sizeof tmp, "%s/run", c->state_dir);
         c->run_dir = strdup(tmp);
@@ -364,7 +475,7 @@ static int finish(struct conf *c, char *err, size_t errlen)
         snprintf(tmp, sizeof tmp, "ipc://%s/trace-%%s", c->run_dir);
         c->trace_endpoint_fmt = strdup(tmp);
     }
-    if (!c->state_dir || !c->run_dir || !c->router_endpoint || !c->c2s_endpoint_fmt || !c->ctl_endpoint_fmt ||
+    if (!c->state_dir || !c->run_dir || !c->module_dir || !c->router_endpoint || !c->c2s_endpoint_fmt || !c->ctl_endpoint_fmt ||
         !c->trace_endpoint_fmt)
         return -1;
     /* the formats are used with one argument each: check what they contain */
@@ -443,7 +554,13 @@ void conf_free(struct conf *c)
         free(c->hosts[i].domain);
         free(c->hosts[i].tls_cert);
         free(c->hosts[i].tls_key);
+        mods_clear(&c->hosts[i].modules);
+        mods_clear(&c->hosts[i].disabled);
+        opts_free(c->hosts[i].opts, c->hosts[i].n_opts);
     }
+    mods_clear(&c->modules);
+    opts_free(c->opts, c->n_opts);
+    free(c->module_dir);
     memset(c, 0, sizeof *c);
 }
 
@@ -452,6 +569,41 @@ const struct conf_host *conf_host(const struct conf *c, const char *domain, size
     for (size_t i = 0; i < c->n_hosts; i++)
         if (strlen(c->hosts[i].domain) == len && strncasecmp(c->hosts[i].domain, domain, len) == 0)
             return &c->hosts[i];
+    return NULL;
+}
+
+size_t conf_host_modules(const struct conf *c, const struct conf_host *h, const char **out, size_t max)
+{
+    size_t n = 0;
+    if (h->modules.set) {
+        for (size_t i = 0; i < h->modules.n && n < max; i++) out[n++] = h->modules.name[i];
+        return n;
+    }
+    for (size_t i = 0; i < c->modules.n && n < max; i++) {
+        int off = 0;
+        for (size_t j = 0; j < h->disabled.n; j++)
+            if (strcmp(h->disabled.name[j], c->modules.name[i]) == 0) off = 1;
+        if (!off) out[n++] = c->modules.name[i];
+    }
+    return n;
+}
+
+int conf_module_enabled(const struct conf *c, const struct conf_host *h, const char *name)
+{
+    const char *list[CONF_MAX_MODULES];
+    size_t n = conf_host_modules(c, h, list, CONF_MAX_MODULES);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], name) == 0) return 1;
+    return 0;
+}
+
+const struct conf_opt *conf_module_opt(const struct conf *c, const struct conf_host *h, const char *module,
+                                       const char *key)
+{
+    for (size_t i = 0; h && i < h->n_opts; i++)
+        if (strcmp(h->opts[i].module, module) == 0 && strcmp(h->opts[i].key, key) == 0) return &h->opts[i];
+    for (size_t i = 0; i < c->n_opts; i++)
+        if (strcmp(c->opts[i].module, module) == 0 && strcmp(c->opts[i].key, key) == 0) return &c->opts[i];
     return NULL;
 }
 
