@@ -84,7 +84,9 @@ void conf_free(struct conf *c);
 /* The host section for a normalized domain, or NULL if not served. */
 const struct conf_host *conf_host(const struct conf *c, const char *domain, size_t len);
 /* The modules enabled when the file names none (xmppd.conf(5)). */
+#ifndef CONF_DEFAULT_MODULES
 #define CONF_DEFAULT_MODULES "disco ping version time last vcard private privacy blocking contact_info"
+#endif
 /* The modules enabled for host h, in configured order, into out (at
  * most max); returns how many. */
 size_t conf_host_modules(const struct conf *c, const struct conf_host *h, const char **out, size_t max);
@@ -94,6 +96,9 @@ int conf_module_enabled(const struct conf *c, const struct conf_host *h, const c
  * the global one), or NULL when not set. */
 const struct conf_opt *conf_module_opt(const struct conf *c, const struct conf_host *h, const char *module,
                                        const char *key);
+/* 1 if the module configuration (module_dir, lists, options) of a and b
+ * differs: a running daemon cannot apply that (modules load at start). */
+int conf_modules_differ(const struct conf *a, const struct conf *b);
 /* Endpoint of a daemon's control socket into out. */
 void conf_ctl_endpoint(const struct conf *c, const char *instance, char *out, size_t size);
 /* Endpoint of a daemon's trace stream (xmppd-trace(7)) into out. */

@@ -607,6 +607,36 @@ const struct conf_opt *conf_module_opt(const struct conf *c, const struct conf_h
     return NULL;
 }
 
+static int mods_differ(const struct conf_mods *a, const struct conf_mods *b)
+{
+    if (a->set != b->set || a->n != b->n) return 1;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->name[i], b->name[i]) != 0) return 1;
+    return 0;
+}
+
+static int opts_differ(const struct conf_opt *a, size_t na, const struct conf_opt *b, size_t nb)
+{
+    if (na != nb) return 1;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a[i].module, b[i].module) || strcmp(a[i].key, b[i].key) || strcmp(a[i].value, b[i].value)) return 1;
+    return 0;
+}
+
+int conf_modules_differ(const struct conf *a, const struct conf *b)
+{
+    if (strcmp(a->module_dir, b->module_dir) != 0 || mods_differ(&a->modules, &b->modules) ||
+        opts_differ(a->opts, a->n_opts, b->opts, b->n_opts) || a->show_version != b->show_version ||
+        a->n_hosts != b->n_hosts)
+        return 1;
+    for (size_t i = 0; i < a->n_hosts; i++)
+        if (mods_differ(&a->hosts[i].modules, &b->hosts[i].modules) ||
+            mods_differ(&a->hosts[i].disabled, &b->hosts[i].disabled) ||
+            opts_differ(a->hosts[i].opts, a->hosts[i].n_opts, b->hosts[i].opts, b->hosts[i].n_opts))
+            return 1;
+    return 0;
+}
+
 void conf_ctl_endpoint(const struct conf *c, const char *instance, char *out, size_t size)
 {
 #pragma GCC diagnostic push

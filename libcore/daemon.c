@@ -194,6 +194,10 @@ static int needs_restart(const struct conf *was, const struct conf *now, char *w
             return 1;
         }
     }
+    if (conf_modules_differ(was, now)) {
+        snprintf(why, size, "the modules or their options changed");
+        return 1;
+    }
     if (was->tdb_nosync != now->tdb_nosync) {
         snprintf(why, size, "tdb_nosync changed to %s", now->tdb_nosync ? "yes" : "no");
         return 1;

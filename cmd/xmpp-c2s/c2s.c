@@ -151,6 +151,8 @@ void c2s_conn_free(struct c2s_conn *c)
     if (c->next) c->next->prev = c->prev;
     s->nconns--;
     c2s_auth_free(c);
+    c2s_legacy_free(c);
+    c2s_register_free(c);
     free(c->addr);
     free(c->domain);
     free(c->jid);
@@ -377,6 +379,7 @@ static void router_msg(ipc_t *ipc, const char *peer, const struct msg *m, void *
     case MSG_AUTH_RESULT:
     case MSG_SESSION_BOUND:
     case MSG_SESSION_KICK:
+    case MSG_ACCOUNT_RESULT:
         c2s_routed(m);
         break;
     default:
@@ -417,6 +420,15 @@ static int c2s_init(struct daemon *d)
         log_warn("sm_shards %u: resync covers the first %u only", d->conf.sm_shards, C2S_MAX_SHARDS);
     if (grow_tables() < 0) return -1;
     if (c2s_sasl_init(s) < 0) return -1;
+    /* the same modules as xmpp-sm, for what they declare: the stream
+     * features and the XEP-0115 hash come out identical in both daemons */
+    struct xm_api api;
+    char err[1024];
+    modules_api_init(&api);
+    if (modules_load(&s->mods, &d->conf, "xmpp-c2s", 0, &api, err, sizeof err) < 0) {
+        log_err("modules: %s", err);
+        return -1;
+    }
 
     struct peer_self self = { .name = d->instance, .role = ROLE_C2S, .epoch = d->epoch };
     conf_c2s_endpoint(&d->conf, (unsigned)n, ep, sizeof ep);
@@ -460,6 +472,7 @@ static void c2s_stop(struct daemon *d)
     peer_client_goodbye(s->rpeer);
     ipc_flush(s->lipc);
     ipc_flush(s->ripc);
+    modules_unload(&s->mods);
 }
 
 static void c2s_stats(struct daemon *d, struct ctl_req *r)
@@ -475,6 +488,8 @@ static void c2s_stats(struct daemon *d, struct ctl_req *r)
         ctl_row(r, "auth_ok_%s\t%" PRIu64, c2s_mech_name(m), s->st.auth_ok[m]);
         ctl_row(r, "auth_failed_%s\t%" PRIu64, c2s_mech_name(m), s->st.auth_failed[m]);
     }
+    ctl_row(r, "auth_ok_IQ-AUTH\t%" PRIu64, s->st.legacy_ok);
+    ctl_row(r, "auth_failed_IQ-AUTH\t%" PRIu64, s->st.legacy_failed);
     for (unsigned k = KIND_MESSAGE; k <= KIND_IQ; k++)
         ctl_row(r, "routed_%s\t%" PRIu64, stanza_kind_name(k), s->st.routed[k]);
     ctl_row(r, "deliveries\t%" PRIu64, s->st.deliveries);
@@ -484,6 +499,7 @@ static void c2s_stats(struct daemon *d, struct ctl_req *r)
     ctl_row(r, "handshake_timeouts\t%" PRIu64, s->st.timeouts);
     ctl_row(r, "stream_errors\t%" PRIu64, s->st.stream_errors);
     ctl_row(r, "jid_malformed\t%" PRIu64, s->st.malformed_to);
+    c2s_register_stats(r);
 }
 
 static int c2s_ctl(struct daemon *d, int argc, char **argv, const char *input, size_t input_len,

@@ -2,7 +2,9 @@
  * daemon state, the per-connection record, and the functions the three
  * source files share. c2s.c owns the links (listens, router), liveness,
  * resync, stats and control; c2s_stream.c the per-connection state
- * machine; c2s_sasl.c authentication through cyrus-sasl. */
+ * machine; c2s_sasl.c authentication through cyrus-sasl; c2s_legacy.c
+ * XEP-0078 non-SASL authentication for pre-1.0 streams; c2s_register.c
+ * XEP-0077 in-band registration. */
 #ifndef XMPPD_C2S_H
 #define XMPPD_C2S_H
 
@@ -14,6 +16,7 @@
 #include "conf.h"
 #include "daemon.h"
 #include "ipc.h"
+#include "module.h"
 #include "msg.h"
 #include "peer.h"
 
@@ -26,6 +29,7 @@ enum c2s_state {
     C2S_WAIT_SASL,         /* an exchange is under way (lookup or challenges) */
     C2S_WAIT_BIND,         /* authenticated stream open: bind expected */
     C2S_ESTABLISHED,       /* resource bound: stanzas are routed */
+    C2S_WAIT_AUTH,         /* pre-1.0 stream (XEP-0078, c2s_legacy.c): jabber:iq:auth expected */
     C2S_STATE_COUNT
 };
 
@@ -44,6 +48,8 @@ enum c2s_conn_flags {
 #define C2S_LOOKUP_TIMEOUT_MS 5000
 
 struct c2s_auth; /* c2s_sasl.c: alive only while a SASL exchange runs */
+struct c2s_legacy; /* c2s_legacy.c: alive only while a XEP-0078 lookup runs */
+struct c2s_reg;    /* c2s_register.c: only on connections that used XEP-0077 */
 
 /* One client connection. Kept small: 10,000 idle sessions must fit in a
  * few hundred bytes each here (DESIGN targets 32 KiB summed over every
@@ -66,6 +72,8 @@ struct c2s_conn {
     char *presence;      /* last broadcast presence (stamped), re-announced on resync */
     char *bind_id;       /* id of the bind IQ waiting for SESSION_BOUND */
     struct c2s_auth *auth;
+    struct c2s_legacy *legacy;
+    struct c2s_reg *reg;
 };
 
 struct c2s_listen {
@@ -77,6 +85,7 @@ struct c2s_listen {
 /* Counters for `xmppctl stats`. */
 struct c2s_stats {
     uint64_t auth_ok[3], auth_failed[3]; /* by mechanism: c2s_mech index */
+    uint64_t legacy_ok, legacy_failed;   /* XEP-0078 */
     uint64_t routed[KIND_END];           /* stanzas sent to the router, by kind */
     uint64_t deliveries, redelivered, bounces, kicks, timeouts;
     uint64_t stream_errors, malformed_to;
@@ -103,6 +112,7 @@ struct c2s {
     struct buf scratch;           /* reusable: stamped bodies, replies */
     struct buf scratch2;
     struct c2s_stats st;
+    struct modules mods;          /* declarations only: stream features, caps (module.h) */
 };
 
 struct c2s *c2s_get(void);
@@ -136,6 +146,8 @@ void c2s_conn_sweep(struct c2s_conn *c, uint64_t now);
 void c2s_reannounce(struct c2s_conn *c);
 /* SASL outcome, called by c2s_sasl.c (the element is answered there). */
 void c2s_auth_succeeded(struct c2s_conn *c, const char *success_xml, const char *user_at_domain);
+/* Ask the shard to bind c->jid (a full JID); c->bind_id names the IQ to answer. */
+void c2s_session_bind(struct c2s_conn *c);
 const char *c2s_state_name(unsigned state);
 
 /* c2s_sasl.c. */
@@ -159,6 +171,36 @@ void c2s_sasl_lookup_timeout(struct c2s_conn *c);
 int c2s_sasl_waiting(const struct c2s_conn *c, uint64_t *deadline);
 /* Free the exchange (sasl_conn_t, cached verifiers). */
 void c2s_auth_free(struct c2s_conn *c);
+/* Take a token of the PBKDF2 budget (plain_logins_per_sec): 1, or 0 if spent. */
+int c2s_plain_rate_ok(void);
+
+/* c2s_legacy.c: XEP-0078 on pre-1.0 streams (module legacy_auth). */
+/* 1 if a pre-1.0 stream to domain may authenticate here (the module is on
+ * for the domain, the connection is direct TLS); else 0, with a log line. */
+int c2s_legacy_allowed(const struct c2s_conn *c, const char *domain);
+/* An element in C2S_WAIT_AUTH. */
+void c2s_legacy_element(struct c2s_conn *c, const struct msg *m);
+/* MSG_AUTH_RESULT for a connection with c->legacy set; its timeout. */
+void c2s_legacy_lookup_result(struct c2s_conn *c, const struct msg *m);
+void c2s_legacy_lookup_timeout(struct c2s_conn *c);
+/* 1 while a lookup is outstanding, with its deadline. */
+int c2s_legacy_waiting(const struct c2s_conn *c, uint64_t *deadline);
+/* SESSION_BOUND for a bind made by c2s_legacy.c (state C2S_WAIT_AUTH). */
+void c2s_legacy_bound(struct c2s_conn *c, const struct msg *m);
+void c2s_legacy_free(struct c2s_conn *c);
+
+/* c2s_register.c: XEP-0077 for the hosts whose modules include "register". */
+/* A jabber:iq:register IQ to the server, before SASL (c->state
+ * C2S_WAIT_FEATURE) or in a session: 1 if taken (answered, or waiting for
+ * the shard), 0 if not ours (the caller goes on as without this file). */
+int c2s_register_element(struct c2s_conn *c, const struct msg *m);
+/* MSG_ACCOUNT_RESULT for the connection. */
+void c2s_register_result(struct c2s_conn *c, const struct msg *m);
+/* A SESSION_KICK arrived: 1 if the connection's own removal is being
+ * answered (it closes after the IQ result), 0 to kick as usual. */
+int c2s_register_hold_kick(struct c2s_conn *c);
+void c2s_register_free(struct c2s_conn *c);
+void c2s_register_stats(struct ctl_req *r);
 
 /* Write s into a log-safe form (no spaces, controls or quotes). */
 const char *c2s_logsafe(const char *s, char *out, size_t size);

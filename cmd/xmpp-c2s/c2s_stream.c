@@ -1,6 +1,7 @@
 /* c2s_stream.c - the client stream state machine of xmpp-c2s (DESIGN §1):
  * wait_for_stream -> wait_for_feature_request -> wait_for_sasl_response
- * -> (restart) -> wait_for_bind -> session_established, driven by the
+ * -> (restart) -> wait_for_bind -> session_established (or, for a pre-1.0
+ * stream, wait_for_auth -> session_established: c2s_legacy.c), driven by the
  * connection events listen sends (open, stream header, element, closed)
  * and by the routed messages from the router (deliveries, bounces, bind
  * answers, kicks, verifier lookups).
@@ -28,7 +29,7 @@
 
 static const char *const state_names[C2S_STATE_COUNT] = {
     "wait_for_stream", "wait_for_feature_request", "wait_for_sasl_response", "wait_for_bind",
-    "session_established",
+    "session_established", "wait_for_auth",
 };
 
 const char *c2s_state_name(unsigned state) { return state < C2S_STATE_COUNT ? state_names[state] : "?"; }
@@ -142,7 +143,7 @@ static int stream_domain(const struct msg *m, char *out, size_t size)
 }
 
 /* version='1.0' or higher (we answer 1.0, RFC 6120 §4.7.5); absent or 0.x
- * is a pre-XMPP stream we do not speak yet (legacy auth comes later). */
+ * is a pre-XMPP stream, served only by XEP-0078 (c2s_legacy.c). */
 static int version_ok(const struct msg *m)
 {
     char v[17];
@@ -168,7 +169,10 @@ static void stream_header(const struct msg *m, struct buf *out, const char *doma
         buf_add_xml_escaped(out, from, strlen(from));
         buf_adds(out, "'");
     }
-    buf_adds(out, " version='1.0' xml:lang='en'>");
+    /* RFC 6120 §4.7.5: no version from the client means "0.9", and then
+     * the answer SHOULD carry none either */
+    if (version_ok(m)) buf_adds(out, " version='1.0'");
+    buf_adds(out, " xml:lang='en'>");
 }
 
 /* Features for the stream just opened (RFC 6120 §4.3.2); sets the next state. */
@@ -179,12 +183,15 @@ static void stream_features(struct c2s_conn *c, struct buf *out)
     if (c->flags & CF_AUTHED) {
         /* RFC 6120 §7 bind; RFC 3921 §3 session, optional for RFC 6121 clients */
         buf_adds(out, "<bind xmlns='" NS_BIND "'/><session xmlns='" NS_SESSION "'><optional/></session>");
-        /* RFC 6121 §2.6.1 roster versioning, §3.4.1 subscription
-         * pre-approval: both handled by sm (sm_roster.c, sm_presence.c) */
-        buf_adds(out, "<ver xmlns='urn:xmpp:features:rosterver'/><sub xmlns='urn:xmpp:features:pre-approval'/>");
+        /* what the host's modules declare (mod_core: RFC 6121 rosterver
+         * and pre-approval) and the XEP-0115 <c/> */
+        const struct mod_vhost *vh = modules_vhost(&S()->mods, c->domain, strlen(c->domain));
+        if (vh) modules_stream_features(vh, 0, out);
         c->state = C2S_WAIT_BIND;
     } else if (c->flags & CF_TLS) {
         c2s_sasl_features(c, out);
+        const struct mod_vhost *vh = modules_vhost(&S()->mods, c->domain, strlen(c->domain));
+        if (vh) modules_stream_features(vh, 1, out); /* e.g. XEP-0077 register */
         c->state = C2S_WAIT_FEATURE;
     } else if (cf->allow_plaintext_auth) {
         buf_adds(out, "<starttls xmlns='" NS_TLS "'/>");
@@ -217,7 +224,8 @@ void c2s_conn_stream(struct c2s_conn *c, const struct msg *m)
         c2s_close(c, "host-unknown", NULL, CLOSE_ERROR); /* RFC 6120 §4.9.3.6 */
         return;
     }
-    if (!version_ok(m)) {
+    int legacy = !version_ok(m);
+    if (legacy && !c2s_legacy_allowed(c, domain)) {
         c2s_send(c, out->data, out->len, 0);
         c2s_close(c, "unsupported-version", NULL, CLOSE_ERROR); /* RFC 6120 §4.9.3.25 */
         return;
@@ -229,6 +237,12 @@ void c2s_conn_stream(struct c2s_conn *c, const struct msg *m)
             return;
         }
         c->flags |= CF_STREAM_SEEN;
+    }
+    if (legacy) {
+        /* XEP-0078: a pre-1.0 stream gets no features; jabber:iq:auth next */
+        c->state = C2S_WAIT_AUTH;
+        c2s_send(c, out->data, out->len, 1);
+        return;
     }
     stream_features(c, out);
     c2s_send(c, out->data, out->len, 1);
@@ -348,6 +362,7 @@ static void auth_element(struct c2s_conn *c, const xml_node_t *e)
 static void preauth_element(struct c2s_conn *c, const struct msg *m)
 {
     char addr[130];
+    if (c2s_register_element(c, m)) return; /* XEP-0077 registration (c2s_register.c) */
     if (m->kind != KIND_OTHER) {
         log_notice("conn %016llx addr=%s: %s before authentication", (unsigned long long)c->cid,
                    c2s_logsafe(c->addr, addr, sizeof addr), stanza_kind_name(m->kind));
@@ -455,6 +470,11 @@ static void bind_request(struct c2s_conn *c, const struct msg *m)
         iq_error_to_client(c, m, SE_RESOURCE_CONSTRAINT, NULL);
         return;
     }
+    c2s_session_bind(c);
+}
+
+void c2s_session_bind(struct c2s_conn *c)
+{
     struct msg b;
     msg_init(&b, MSG_SESSION_BIND);
     b.id = c->cid;
@@ -609,6 +629,7 @@ static void session_element(struct c2s_conn *c, const struct msg *m)
         c2s_close(c, "unsupported-stanza-type", NULL, CLOSE_ERROR); /* RFC 6120 §4.9.3.24 */
         return;
     }
+    if (c2s_register_element(c, m)) return; /* XEP-0077 password change, removal */
     route_stanza(c, m);
 }
 
@@ -622,6 +643,9 @@ void c2s_conn_element(struct c2s_conn *c, const struct msg *m)
     case C2S_WAIT_BIND:
     case C2S_ESTABLISHED:
         session_element(c, m);
+        break;
+    case C2S_WAIT_AUTH:
+        c2s_legacy_element(c, m);
         break;
     default:
         c2s_close(c, "bad-format", "element before the stream header", CLOSE_ERROR);
@@ -701,6 +725,7 @@ static void kick(const struct msg *m)
         log_debug("kick for unknown connection %016llx ignored", (unsigned long long)m->id);
         return;
     }
+    if (c2s_register_hold_kick(c)) return; /* closed once its removal is answered */
     unsigned cond = m->num ? m->num : STE_CONFLICT;
     S()->st.kicks++;
     log_info("conn %016llx: session %s kicked (%s)", (unsigned long long)c->cid, c->jid, stream_error_name(cond));
@@ -725,7 +750,8 @@ static void session_bound(const struct msg *m)
             return;
         }
     }
-    bound(c, m);
+    if (c->state == C2S_WAIT_AUTH) c2s_legacy_bound(c, m); /* XEP-0078: answered there */
+    else bound(c, m);
 }
 
 void c2s_routed(const struct msg *m)
@@ -738,7 +764,12 @@ void c2s_routed(const struct msg *m)
     case MSG_SESSION_KICK: kick(m); break;
     case MSG_AUTH_RESULT:
         c = c2s_find_cid(m->id);
-        if (c) c2s_sasl_lookup_result(c, m);
+        if (c && c->legacy) c2s_legacy_lookup_result(c, m);
+        else if (c) c2s_sasl_lookup_result(c, m);
+        break;
+    case MSG_ACCOUNT_RESULT:
+        c = c2s_find_cid(m->id);
+        if (c) c2s_register_result(c, m);
         break;
     default:
         log_debug("router sent %s; not for c2s", msg_type_name(m->type));
@@ -758,6 +789,7 @@ void c2s_conn_sweep(struct c2s_conn *c, uint64_t now)
         return;
     }
     if (c2s_sasl_waiting(c, &deadline) && now >= deadline) c2s_sasl_lookup_timeout(c);
+    else if (c2s_legacy_waiting(c, &deadline) && now >= deadline) c2s_legacy_lookup_timeout(c);
 }
 
 void c2s_reannounce(struct c2s_conn *c)

@@ -424,6 +424,7 @@ static int sm_init(struct daemon *d)
     if (sm_accounts_open(sm) < 0) return -1;
     if (sm_roster_open(sm) < 0) return -1; /* roster.tdb, offline.tdb */
     sm_on_restore(sm, sm_roster_forget_cache); /* cached rosters predate a restore */
+    if (sm_modules_start(sm) < 0) return -1;   /* may open their stores */
     sm->router = ipc_connect_dealer(d->loop, d->conf.router_endpoint, d->instance, on_record, sm);
     if (!sm->router) return -1;
     struct peer_self self = { d->instance, ROLE_SM, d->epoch };
@@ -440,6 +441,7 @@ static void sm_stop(struct daemon *d)
     if (sm->held) release_held(sm);
     store_commit(sm->accounts);
     peer_client_goodbye(sm->link);
+    sm_modules_stop(sm);
 }
 
 static int sm_ctl(struct daemon *d, int argc, char **argv, const char *input, size_t input_len, struct ctl_req *r)
@@ -455,6 +457,7 @@ static int sm_ctl(struct daemon *d, int argc, char **argv, const char *input, si
     int rc = sm_accounts_ctl(sm, argc, argv, input, input_len, r);
     if (rc == -1) rc = sm_sessions_ctl(sm, argc, argv, r);
     if (rc == -1) rc = sm_roster_ctl(sm, argc, argv, r);
+    if (rc == -1) rc = sm_modules_ctl(sm, argc, argv, r);
     return rc;
 }
 

@@ -13,6 +13,8 @@
 #include "msg.h"
 #include "peer.h"
 #include "store.h"
+#include "xml.h"
+#include "xmppd/module.h"
 
 /* A resource that received our user's directed available presence
  * (RFC 6121 §4.6): it must hear of our unavailability. */
@@ -146,7 +148,36 @@ void sm_reply_error(struct sm *sm, const struct msg *m, unsigned cond, const cha
 /* An IQ addressed to the server's domain (or to a user's bare JID when
  * for_user); answers it or replies with an error. */
 void sm_iq_to_server(struct sm *sm, const struct msg *m, int for_user);
-/* Namespaces the server answers (for disco#info). */
-void sm_iq_features(struct sm *sm, struct buf *out);
+
+/* sm_modules.c: the module API's xmpp-sm half (xmppd-modules(7)) */
+/* Load and init the modules of every host; 0 or -1 (refuse to start). */
+int sm_modules_start(struct sm *sm);
+void sm_modules_stop(struct sm *sm);
+/* A changed stanza's storage (see sm_hook). */
+struct sm_hook_hold { struct msg m; struct buf body; };
+/* Run the handlers of a stanza hook (for *_PACKET user hooks, then those of
+ * the stanza's kind) of the host of jid; step is the trace step. Returns m
+ * (unchanged), &hold->m (changed: free with sm_hook_done after use), or
+ * NULL when a handler stopped it (its error, if any, is on its way). */
+const struct msg *sm_hook(struct sm *sm, enum xm_hook hook, const struct msg *m, const char *jid, size_t jlen,
+                          struct sm_hook_hold *hold, int step);
+void sm_hook_done(struct sm_hook_hold *hold);
+/* XM_HOOK_PRESENCE_OUT for a presence the server sends on from's behalf
+ * to one contact: 1 to send it (*body, *len may now point into hold: free
+ * it with sm_hook_done after sending), 0 if a handler stopped it. */
+int sm_presence_out_allowed(struct sm *sm, unsigned stype, const char *from, const char *to, const char **body,
+                            size_t *len, uint64_t trace, struct sm_hook_hold *hold);
+/* Run the handlers of an event hook of the host of jid. */
+void sm_hook_event(struct sm *sm, enum xm_hook hook, const char *jid);
+/* An IQ get/set for the server (for_user 0) or an account: 1 if a module
+ * handler took it (and answered), 0 if none is registered. */
+int sm_modules_iq(struct sm *sm, const struct msg *m, const xml_node_t *iq, const xml_node_t *payload, int for_user);
+/* `modules [HOST]` and `mod COMMAND USER ARG...`; -1 if not ours. */
+int sm_modules_ctl(struct sm *sm, int argc, char **argv, struct ctl_req *r);
+
+/* sm_presence.c */
+/* bare's last unavailable presence: 1 with its time and <status/> text
+ * (into status if not NULL), 0 if none is recorded, -1 on error. */
+int sm_presence_last(struct sm *sm, const char *bare, long *when, struct buf *status);
 
 #endif

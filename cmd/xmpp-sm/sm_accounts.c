@@ -217,6 +217,7 @@ static int cmd_register(struct sm *sm, int create, const char *arg, const char *
             return 0;
         }
         log_notice("account %s %s (generation %llu)", bare, create ? "registered" : "password changed", gen);
+        if (create) sm_hook_event(sm, XM_HOOK_USER_CREATED, bare);
         return 1; /* answered after the commit */
     }
     buf_free(&old);
@@ -237,6 +238,9 @@ static int cmd_unregister(struct sm *sm, const char *arg, struct ctl_req *r)
         return 0;
     }
     sm_kick_user(sm, bare, STE_NOT_AUTHORIZED, "account removed");
+    /* every module deletes its data of the user in this same turn: one
+     * transaction per store, committed with the account's removal */
+    sm_hook_event(sm, XM_HOOK_USER_REMOVED, bare);
     log_notice("account %s removed", bare);
     return 1;
 }

@@ -96,13 +96,18 @@ static const char *domain_of(const char *bare)
 static void send_ordered(struct sm *sm, unsigned kind, unsigned stype, const char *from, const char *to,
                          const char *body, size_t len, uint64_t cause, const char *what)
 {
+    struct sm_hook_hold hold = { 0 };
+    /* presence on the user's behalf: modules may stop it (privacy lists) */
+    if (kind == KIND_PRESENCE && !sm_presence_out_allowed(sm, stype, from, to, &body, &len, cause, &hold))
+        return; /* the hook traced it */
     if (later_idle()) {
         sm_send_created(sm, kind, stype, from, to, body, len, cause, what);
-        return;
+    } else {
+        struct sm_later *l = later_new();
+        later_send(l, kind, stype, from, to, body, len, cause);
+        later_submit(sm, l);
     }
-    struct sm_later *l = later_new();
-    later_send(l, kind, stype, from, to, body, len, cause);
-    later_submit(sm, l);
+    sm_hook_done(&hold);
 }
 
 /* Apply a transition to the roster: create, update or drop the item,
@@ -239,6 +244,41 @@ static void last_key(const char *bare, struct buf *k)
     buf_clear(k);
     buf_adds(k, bare);
     buf_adds(k, "\nlast");
+}
+
+int sm_presence_last(struct sm *sm, const char *bare, long *when, struct buf *status)
+{
+    struct buf k = { 0 }, rec = { 0 };
+    unsigned long long gen = 0, g2 = 0;
+    long t = 0;
+    int rc = 0;
+    last_key(bare, &k);
+    int got = store_get(sm_roster_store(), k.data, k.len, &rec);
+    int acc = got == 1 ? sm_account_gen(sm, bare, &gen) : 0;
+    if (got < 0 || acc < 0) {
+        rc = -1;
+        goto out;
+    }
+    if (got == 1 && acc == 1) {
+        const char *p = buf_cstr(&rec), *xml = p ? strstr(p, "\n\n") : NULL;
+        /* a record of an earlier account of the same name does not count */
+        if (xml && strncmp(p, LAST_MAGIC, sizeof LAST_MAGIC - 1) == 0 &&
+            sscanf(p + sizeof LAST_MAGIC - 1, "gen %llu\ntime %ld", &g2, &t) == 2 && g2 == gen) {
+            *when = t;
+            rc = 1;
+            if (status) {
+                xml_node_t *x = xml_parse(xml + 2, strlen(xml + 2), NS_CLIENT);
+                xml_node_t *st = x ? xml_child(x, "status", NULL) : NULL;
+                const char *text = st ? xml_text(st) : NULL;
+                if (text) buf_adds(status, text);
+                xml_free(x);
+            }
+        }
+    }
+out:
+    buf_free(&k);
+    buf_free(&rec);
+    return rc;
 }
 
 /* §4.3.2: a probe from a contact. */

@@ -94,6 +94,9 @@ static void session_free(struct sm *sm, struct session *s)
 
 static void deliver(struct sm *sm, struct session *s, const struct msg *m)
 {
+    struct sm_hook_hold hold = { 0 };
+    m = sm_hook(sm, XM_HOOK_DELIVER_PACKET, m, s->full, strlen(s->full), &hold, 5);
+    if (!m) return;
     struct msg d;
     msg_init(&d, MSG_DELIVER);
     d.id = s->conn;
@@ -113,6 +116,7 @@ static void deliver(struct sm *sm, struct session *s, const struct msg *m)
         trace_msg(5, m, 0, "deliver->%s/conn %016llx (%s)", s->c2s, (unsigned long long)s->conn,
                   trace_escape(s->full, strlen(s->full), full, sizeof full));
     }
+    sm_hook_done(&hold);
 }
 
 /* Trace step 5 (the inbound phase) for a traced record: one decision. */
@@ -237,7 +241,12 @@ static void announce_unavailable(struct sm *sm, struct session *s, uint64_t caus
         buf_clear(&b);
         unavailable_body(&b, s->full, d->jid);
         snprintf(what, sizeof what, "unavailable presence to a directed-presence recipient (%s)", why);
-        sm_send_created(sm, KIND_PRESENCE, STYPE_UNAVAILABLE, s->full, d->jid, b.data, b.len, cause, what);
+        struct sm_hook_hold hold = { 0 };
+        const char *body = b.data;
+        size_t len = b.len;
+        if (sm_presence_out_allowed(sm, STYPE_UNAVAILABLE, s->full, d->jid, &body, &len, cause, &hold))
+            sm_send_created(sm, KIND_PRESENCE, STYPE_UNAVAILABLE, s->full, d->jid, body, len, cause, what);
+        sm_hook_done(&hold);
     }
     if (s->available) {
         struct msg t; /* only to carry a trace id for the copies */
@@ -267,6 +276,7 @@ static void end_session(struct sm *sm, struct session *s, const char *why)
     log_info("session %s on %s/%llx ended: %s", s->full, s->c2s, (unsigned long long)s->conn, why);
     announce_unavailable(sm, s, 0, why);
     sm_roster_session_end(sm, s);
+    sm_hook_event(sm, XM_HOOK_SESSION_CLOSED, s->full);
     session_free(sm, s);
     sm->n.ends++;
 }
@@ -384,6 +394,8 @@ static void track_directed(struct session *s, const struct msg *m)
 
 /* ---------------- the outbound phase ---------------- */
 
+static void outbound_checked(struct sm *sm, struct session *s, const struct msg *m);
+
 static void outbound(struct sm *sm, const struct msg *m)
 {
     struct session *s = session_find(sm, m->f[0].p, m->f[0].n);
@@ -393,6 +405,15 @@ static void outbound(struct sm *sm, const struct msg *m)
         TRACE_OUT(m, "drop: the sender has no session on %s", sm->d->instance);
         return;
     }
+    struct sm_hook_hold hold = { 0 };
+    m = sm_hook(sm, XM_HOOK_USER_SEND_PACKET, m, s->full, strlen(s->full), &hold, 4);
+    if (m) outbound_checked(sm, s, m);
+    sm_hook_done(&hold);
+}
+
+/* The sender's phase after the modules let the stanza pass. */
+static void outbound_checked(struct sm *sm, struct session *s, const struct msg *m)
+{
     if (m->kind == KIND_PRESENCE) {
         if (m->f[1].n == 0) {
             broadcast_presence(sm, s, m);
@@ -449,7 +470,10 @@ static void message_to_bare(struct sm *sm, struct sm_user *u, const struct msg *
             return;
         }
         if (m->stype == STYPE_NORMAL || m->stype == STYPE_NONE || m->stype == STYPE_CHAT) {
-            sm_offline_store(sm, m);
+            struct sm_hook_hold hold = { 0 };
+            const struct msg *o = sm_hook(sm, XM_HOOK_OFFLINE_MESSAGE, m, m->f[1].p, m->f[1].n, &hold, 5);
+            if (o) sm_offline_store(sm, o);
+            sm_hook_done(&hold);
             return;
         }
         TRACE_IN(m, "error: service-unavailable (no available resource with non-negative priority)");
@@ -542,6 +566,10 @@ static void no_such_resource(struct sm *sm, struct sm_user *u, const struct msg 
     }
 }
 
+static void inbound_checked(struct sm *sm, const struct msg *m, const char *to, const char *bare);
+static void to_account(struct sm *sm, struct sm_user *u, const struct msg *m, const char *to, const char *bare,
+                       size_t bare_len);
+
 static void inbound(struct sm *sm, const struct msg *m)
 {
     char to[JID_STR_MAX], bare[JID_STR_MAX];
@@ -551,6 +579,15 @@ static void inbound(struct sm *sm, const struct msg *m)
         TRACE_IN(m, "drop: unusable recipient");
         return;
     }
+    struct sm_hook_hold hold = { 0 };
+    m = sm_hook(sm, XM_HOOK_FILTER_LOCAL_PACKET, m, to, strlen(to), &hold, 5);
+    if (m) inbound_checked(sm, m, to, bare);
+    sm_hook_done(&hold);
+}
+
+/* The recipient's phase after filter_local_packet let the stanza pass. */
+static void inbound_checked(struct sm *sm, const struct msg *m, const char *to, const char *bare)
+{
     if (!strchr(bare, '@')) {
         /* the server itself */
         if (m->kind == KIND_IQ) {
@@ -575,6 +612,18 @@ static void inbound(struct sm *sm, const struct msg *m)
             return;
         }
     }
+    /* the account exists: its modules' say, online or not (privacy
+     * lists filter what would be stored offline too) */
+    struct sm_hook_hold hold = { 0 };
+    m = sm_hook(sm, XM_HOOK_USER_RECEIVE_PACKET, m, bare, bare_len, &hold, 5);
+    if (m) to_account(sm, u, m, to, bare, bare_len);
+    sm_hook_done(&hold);
+}
+
+/* RFC 6121 §8.5.2 and §8.5.3 for an existing account. */
+static void to_account(struct sm *sm, struct sm_user *u, const struct msg *m, const char *to, const char *bare,
+                       size_t bare_len)
+{
     if (m->kind == KIND_PRESENCE && m->stype >= STYPE_SUBSCRIBE && m->stype <= STYPE_PROBE) {
         /* RFC 6121 §3 and §4.3: subscription stanzas and probes are the
          * server's business, for the bare JID whatever the resource
@@ -612,8 +661,12 @@ void sm_stanza(struct sm *sm, const struct msg *m)
         return;
     }
     sm->n.in[m->kind]++;
-    if (m->flags & MSG_F_INBOUND) inbound(sm, m);
-    else outbound(sm, m);
+    int in = (m->flags & MSG_F_INBOUND) != 0;
+    struct sm_hook_hold hold = { 0 };
+    m = sm_hook(sm, XM_HOOK_FILTER_PACKET, m, m->f[in ? 1 : 0].p, m->f[in ? 1 : 0].n, &hold, in ? 5 : 4);
+    if (m && in) inbound(sm, m);
+    else if (m) outbound(sm, m);
+    sm_hook_done(&hold);
 }
 
 void sm_bounce(struct sm *sm, const struct msg *m)
@@ -656,6 +709,7 @@ void sm_session_bind(struct sm *sm, const struct msg *m)
     if ((m->flags & MSG_F_RESYNC) && m->f[4].n) set_presence(s, m->f[4].p, m->f[4].n);
     log_info("session %s bound on %s/%llx%s", full, c2s, (unsigned long long)m->id,
              (m->flags & MSG_F_RESYNC) ? " (re-announced)" : "");
+    sm_hook_event(sm, XM_HOOK_SESSION_OPENED, full);
 reply:
     if (m->flags & MSG_F_RESYNC) return; /* re-announcements are not answered */
     struct msg r;

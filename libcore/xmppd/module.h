@@ -129,6 +129,8 @@ struct xm_api {
     long long (*option_size)(xm_host *h, const char *key, long long def, long long min, long long max);
     /* The same read as yes/no; -1 with a log line if it is neither. */
     int (*option_bool)(xm_host *h, const char *key, int def);
+    /* The version of xmppd ("0.4.0"). */
+    const char *(*version)(void);
     /* Keep a pointer for this host (given back by get_data). */
     void (*set_data)(xm_host *h, void *data);
     void *(*get_data)(const xm_host *h);
@@ -149,6 +151,14 @@ struct xm_api {
     /* A stream feature (xml is the element), offered in the features
      * before authentication (before_auth = 1) or after it. */
     int (*add_stream_feature)(xm_host *h, const char *xml, int before_auth);
+
+    /* The assembled disco#info children (identities, features, forms) of
+     * jid — the host's domain or an account's bare JID — for node (NULL, or
+     * the XEP-0115 "node#ver"), extensions included, appended to out: 1,
+     * or 0 when no module serves that node. */
+    int (*disco_info)(xm_host *h, const char *jid, const char *node, xm_buf *out);
+    /* The same for disco#items (<item/> elements). */
+    int (*disco_items)(xm_host *h, const char *jid, const char *node, xm_buf *out);
 
     /* ---- hooks and handlers (xmpp-sm) ---- */
     int (*add_stanza_hook)(xm_host *h, enum xm_hook hook, int seq, xm_stanza_fn fn, void *data);
