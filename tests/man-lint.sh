@@ -3,7 +3,7 @@
 # Speaks TAP (one test per page). Finds the pages in $XMPPD_SRCDIR/man, set by
 # `make check` (also from a VPATH build directory), else in ../man beside this
 # script. Without mandoc every page is skipped, not failed.
-PAGES="xmppctl.8 xmpp-listen.8 xmpp-c2s.8 xmpp-router.8 xmpp-sm.8 xmppd.conf.5 xmppd-protocol.7 xmppd-trace.7"
+PAGES="xmppctl.8 xmpp-listen.8 xmpp-c2s.8 xmpp-router.8 xmpp-sm.8 xmppd.conf.5 xmppd-protocol.7 xmppd-trace.7 xmppd-modules.7"
 
 if [ -n "${XMPPD_SRCDIR:-}" ]; then
     top=$XMPPD_SRCDIR

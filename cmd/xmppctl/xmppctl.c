@@ -902,6 +902,18 @@ static void default_dev_state_dir(void)
     setenv("XMPPD_STATE_DIR", state, 1);
 }
 
+/* Commands served by modules in the user's shard ("mod NAME USER ARG..."),
+ * with the numbers of words they take (the command and USER included). */
+static int is_module_command(const char *cmd, int argc)
+{
+    static const struct { const char *name; int min, max; } cmds[] = {
+        { "vcard", 2, 2 }, { "block", 3, 3 }, { "unblock", 2, 3 }, { "blocklist", 2, 2 },
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
+        if (strcmp(cmd, cmds[i].name) == 0) return argc >= cmds[i].min && argc <= cmds[i].max;
+    return 0;
+}
+
 static void usage(FILE *to)
 {
     fputs("usage: xmppctl [-c FILE] [--json] [--header] COMMAND [ARGS]\n"
@@ -921,6 +933,10 @@ static void usage(FILE *to)
           "  roster-import                 USER<TAB>CONTACT<TAB>none|to|from|both[<TAB>NAME]\n"
           "                                lines on standard input: roster-add in bulk\n"
           "  offline USER [count|list|purge]  a user's stored offline messages\n"
+          "  modules [HOST]                the modules each host has loaded\n"
+          "  vcard USER                    a user's vCard (XEP-0054)\n"
+          "  block USER JID | unblock USER [JID] | blocklist USER\n"
+          "                                a user's block list (XEP-0191)\n"
           "  loglevel [DAEMON] [LEVEL]     show or set log levels at run time\n"
           "  reload                        re-read configuration and certificates\n"
           "  backup [--force] DIR          consistent copy of all data into DIR\n"
@@ -1014,6 +1030,29 @@ int main(int argc, char **argv)
         else if (ask(&c, instance, buf_cstr(&line), NULL, 0, REPLY_TIMEOUT_MS, &r) < 0) rc = EXIT_UNREACHABLE;
         else {
             rc = report(instance, &r);
+            reply_free(&r);
+        }
+        json_end();
+    } else if (is_module_command(cmd, cargc)) {
+        /* a module's command (xmppd-modules(7)), run by the user's shard */
+        char instance[64];
+        struct reply r;
+        buf_adds(&line, "mod ");
+        join_args(&line, cargc, cargv);
+        if (shard_instance(&c, cargv[1], instance, sizeof instance) < 0) rc = EXIT_USAGE;
+        else if (ask(&c, instance, buf_cstr(&line), NULL, 0, REPLY_TIMEOUT_MS, &r) < 0) rc = EXIT_UNREACHABLE;
+        else {
+            rc = report(instance, &r);
+            reply_free(&r);
+        }
+        json_end();
+    } else if (strcmp(cmd, "modules") == 0 && cargc <= 2) {
+        /* every shard loads the same modules: the first one answers */
+        join_args(&line, cargc, cargv);
+        struct reply r;
+        if (ask(&c, "sm-0", buf_cstr(&line), NULL, 0, REPLY_TIMEOUT_MS, &r) < 0) rc = EXIT_UNREACHABLE;
+        else {
+            rc = report("sm-0", &r);
             reply_free(&r);
         }
         json_end();
