@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define NS_DATA "jabber:x:data"
 
@@ -134,6 +135,7 @@ static int api_add_identity(xm_host *h, const char *category, const char *type, 
     id->category = strdup(category);
     id->type = strdup(type);
     id->name = strdup(name ? name : "");
+    id->lang = NULL;
     if (!id->category || !id->type || !id->name) return -1;
     vh->n_ids++;
     return 0;
@@ -470,6 +472,7 @@ static int cmp_id(const void *a, const void *b)
     const struct mod_identity *x = a, *y = b;
     int c = strcmp(x->category, y->category);
     if (!c) c = strcmp(x->type, y->type);
+    if (!c) c = strcmp(x->lang ? x->lang : "", y->lang ? y->lang : "");
     if (!c) c = strcmp(x->name, y->name);
     return c;
 }
@@ -533,13 +536,50 @@ static int cmp_form(const void *a, const void *b)
     return strcmp(((const struct form_s *)a)->type, ((const struct form_s *)b)->type);
 }
 
-/* The disco#info children and the XEP-0115 §5.1 verification string. */
-static int build_info(struct mod_vhost *vh)
+int modules_caps_ver(struct mod_identity *ids, size_t n_ids, char **features, size_t n_features, char *const *forms,
+                     size_t n_forms, char out[32])
 {
     struct buf s = { 0 };
-    int disco = modules_has(vh, "disco");
-    qsort(vh->ids, vh->n_ids, sizeof *vh->ids, cmp_id);
-    qsort(vh->features.s, vh->features.n, sizeof *vh->features.s, cmp_str);
+    int rc = -1;
+    qsort(ids, n_ids, sizeof *ids, cmp_id);
+    qsort(features, n_features, sizeof *features, cmp_str);
+    /* §5.1 steps 2-4: category/type/lang/name< per identity, var< per feature */
+    for (size_t i = 0; i < n_ids; i++)
+        buf_addf(&s, "%s/%s/%s/%s<", ids[i].category, ids[i].type, ids[i].lang ? ids[i].lang : "", ids[i].name);
+    for (size_t i = 0; i < n_features; i++) {
+        buf_adds(&s, features[i]);
+        buf_adds(&s, "<");
+    }
+    /* step 5: extended forms sorted by FORM_TYPE (forms without one are skipped) */
+    struct form_s *f = calloc(n_forms + 1, sizeof *f);
+    if (!f) goto out;
+    size_t nf = 0;
+    for (size_t i = 0; i < n_forms; i++) {
+        if (form_string(forms[i], &f[nf].s, &f[nf].type) == 0) nf++;
+        else buf_free(&f[nf].s);
+    }
+    qsort(f, nf, sizeof *f, cmp_form);
+    for (size_t i = 0; i < nf; i++) {
+        buf_add(&s, f[i].s.data, f[i].s.len);
+        buf_free(&f[i].s);
+        free(f[i].type);
+    }
+    free(f);
+    if (s.oom) goto out;
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)(s.data ? s.data : ""), s.len, md);
+    rc = util_b64_encode(md, sizeof md, out, 32) ? 0 : -1;
+out:
+    buf_free(&s);
+    return rc;
+}
+
+/* The disco#info children of the server and of accounts, and the caps 'ver'. */
+static int build_info(struct mod_vhost *vh)
+{
+    char ver[32];
+    if (modules_caps_ver(vh->ids, vh->n_ids, vh->features.s, vh->features.n, vh->forms.s, vh->forms.n, ver) < 0)
+        return -1;
     qsort(vh->account_features.s, vh->account_features.n, sizeof *vh->account_features.s, cmp_str);
     buf_clear(&vh->info);
     for (size_t i = 0; i < vh->n_ids; i++) {
@@ -553,30 +593,13 @@ static int build_info(struct mod_vhost *vh)
             buf_add_xml_escaped(&vh->info, id->name, strlen(id->name));
         }
         buf_adds(&vh->info, "'/>");
-        buf_addf(&s, "%s/%s//%s<", id->category, id->type, id->name);
     }
     for (size_t i = 0; i < vh->features.n; i++) {
         buf_adds(&vh->info, "<feature var='");
         buf_add_xml_escaped(&vh->info, vh->features.s[i], strlen(vh->features.s[i]));
         buf_adds(&vh->info, "'/>");
-        buf_adds(&s, vh->features.s[i]);
-        buf_adds(&s, "<");
     }
-    struct form_s *forms = calloc(vh->forms.n + 1, sizeof *forms);
-    if (!forms) goto fail;
-    size_t nf = 0;
-    for (size_t i = 0; i < vh->forms.n; i++) {
-        buf_adds(&vh->info, vh->forms.s[i]);
-        if (form_string(vh->forms.s[i], &forms[nf].s, &forms[nf].type) == 0) nf++;
-        else buf_free(&forms[nf].s);
-    }
-    qsort(forms, nf, sizeof *forms, cmp_form);
-    for (size_t i = 0; i < nf; i++) {
-        buf_add(&s, forms[i].s.data, forms[i].s.len);
-        buf_free(&forms[i].s);
-        free(forms[i].type);
-    }
-    free(forms);
+    for (size_t i = 0; i < vh->forms.n; i++) buf_adds(&vh->info, vh->forms.s[i]);
     /* an account: XEP-0030 identity account/registered */
     buf_clear(&vh->account);
     buf_adds(&vh->account, "<identity category='account' type='registered'/>");
@@ -585,18 +608,10 @@ static int build_info(struct mod_vhost *vh)
         buf_add_xml_escaped(&vh->account, vh->account_features.s[i], strlen(vh->account_features.s[i]));
         buf_adds(&vh->account, "'/>");
     }
-    if (s.oom || vh->info.oom || vh->account.oom) goto fail;
-    vh->caps_ver[0] = '\0';
-    if (disco) {
-        unsigned char md[SHA_DIGEST_LENGTH];
-        SHA1((const unsigned char *)s.data, s.len, md);
-        util_b64_encode(md, sizeof md, vh->caps_ver, sizeof vh->caps_ver);
-    }
-    buf_free(&s);
+    if (vh->info.oom || vh->account.oom) return -1;
+    /* without disco nobody can check the hash: send none (XEP-0115 §6.2) */
+    snprintf(vh->caps_ver, sizeof vh->caps_ver, "%s", modules_has(vh, "disco") ? ver : "");
     return 0;
-fail:
-    buf_free(&s);
-    return -1;
 }
 
 void modules_stream_features(const struct mod_vhost *vh, int before_auth, struct buf *out)

@@ -44,7 +44,7 @@ struct mod_fn {          /* a disco extension or a command */
     xm_host *h;
 };
 
-struct mod_identity { char *category, *type, *name; };
+struct mod_identity { char *category, *type, *lang, *name; }; /* lang: NULL for ours */
 
 struct mod_strs { char **s; size_t n; };
 
@@ -111,6 +111,11 @@ const struct mod_fn *modules_cmd(const struct mod_vhost *vh, const char *name);
 int modules_has(const struct mod_vhost *vh, const char *name);
 /* The name of a hook ("user_send_packet"). */
 const char *modules_hook_name(enum xm_hook hook);
+/* The XEP-0115 §5.1 verification string's SHA-1 in base64 into out, from
+ * identities, features and extended forms (jabber:x:data XML); sorts ids
+ * and features in place. 0, or -1 on OOM. */
+int modules_caps_ver(struct mod_identity *ids, size_t n_ids, char **features, size_t n_features, char *const *forms,
+                     size_t n_forms, char out[32]);
 /* Append the declared stream features (before or after authentication)
  * and, after it, the XEP-0115 <c/> element. */
 void modules_stream_features(const struct mod_vhost *vh, int before_auth, struct buf *out);
