@@ -907,7 +907,7 @@ static void default_dev_state_dir(void)
 static int is_module_command(const char *cmd, int argc)
 {
     static const struct { const char *name; int min, max; } cmds[] = {
-        { "vcard", 2, 2 }, { "block", 3, 3 }, { "unblock", 2, 3 }, { "blocklist", 2, 2 },
+        { "vcard", 2, 3 }, { "block", 3, 3 }, { "unblock", 2, 3 }, { "blocklist", 2, 2 },
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (strcmp(cmd, cmds[i].name) == 0) return argc >= cmds[i].min && argc <= cmds[i].max;
@@ -934,9 +934,10 @@ static void usage(FILE *to)
           "                                lines on standard input: roster-add in bulk\n"
           "  offline USER [count|list|purge]  a user's stored offline messages\n"
           "  modules [HOST]                the modules each host has loaded\n"
-          "  vcard USER                    a user's vCard (XEP-0054)\n"
+          "  vcard USER [delete]           a user's vCard (XEP-0054)\n"
           "  block USER JID | unblock USER [JID] | blocklist USER\n"
           "                                a user's block list (XEP-0191)\n"
+          "  mod COMMAND USER [ARG...]     a module's command (external modules too)\n"
           "  loglevel [DAEMON] [LEVEL]     show or set log levels at run time\n"
           "  reload                        re-read configuration and certificates\n"
           "  backup [--force] DIR          consistent copy of all data into DIR\n"
@@ -1033,13 +1034,16 @@ int main(int argc, char **argv)
             reply_free(&r);
         }
         json_end();
-    } else if (is_module_command(cmd, cargc)) {
-        /* a module's command (xmppd-modules(7)), run by the user's shard */
+    } else if (is_module_command(cmd, cargc) || (strcmp(cmd, "mod") == 0 && cargc >= 3)) {
+        /* a module's command (xmppd-modules(7)), run by the user's shard:
+         * the built-in ones by name, any module's (external ones too) as
+         * `mod NAME USER [ARG...]` */
         char instance[64];
         struct reply r;
-        buf_adds(&line, "mod ");
+        int generic = strcmp(cmd, "mod") == 0;
+        if (!generic) buf_adds(&line, "mod ");
         join_args(&line, cargc, cargv);
-        if (shard_instance(&c, cargv[1], instance, sizeof instance) < 0) rc = EXIT_USAGE;
+        if (shard_instance(&c, cargv[generic ? 2 : 1], instance, sizeof instance) < 0) rc = EXIT_USAGE;
         else if (ask(&c, instance, buf_cstr(&line), NULL, 0, REPLY_TIMEOUT_MS, &r) < 0) rc = EXIT_UNREACHABLE;
         else {
             rc = report(instance, &r);
