@@ -49,9 +49,12 @@ static struct sm_later *later(void)
 /* After a handler: queue what it wrote and sent. */
 static void handler_done(struct sm *sm)
 {
-    if (cur_later) later_submit(sm, cur_later);
+    /* detach first: submitting may run outputs at once, which may run
+     * other handlers that must start a set of their own */
+    struct sm_later *l = cur_later;
     cur_later = NULL;
     cur_wrote = 0;
+    if (l) later_submit(sm, l);
 }
 
 /* ---------------- a stanza ---------------- */
