@@ -30,7 +30,7 @@
 /* Versions of this protocol a peer speaks; exchanged in MSG_HELLO.
  * Bump MAX when a type is added or a schema changes. */
 #define MSG_PROTO_MIN 1
-#define MSG_PROTO_MAX 2 /* 2: MSG_CONN_BOUND */
+#define MSG_PROTO_MAX 3 /* 2: MSG_CONN_BOUND; 3: MSG_CONN_BOUND with MSG_F_AUTHED, MSG_ACCOUNT_* */
 
 #define MSG_HEADER_LEN 32
 #define MSG_MAX_FIELDS 6
@@ -60,7 +60,9 @@ enum msg_type {
     MSG_CONN_CLOSE = 27,    /* f0=stream error condition ("" = plain close) f1=text */
     MSG_CONN_NEXT = 28,     /* pre-auth: done with the element, parse the next one */
     MSG_CONN_BOUND = 29,    /* f0=full JID of the session just bound (step 1 of the trace
-                               matches it); sent only to a listen speaking protocol >= 2 */
+                               matches it); sent only to a listen speaking protocol >= 2;
+                               MSG_F_AUTHED (protocol >= 3): authenticated too, by XEP-0078,
+                               with no stream restart: stop pausing, keep the parser */
 
     /* routed through the router: every one has the same five fields
      *   f0=from f1=to f2=dest instance ("" = route by address) f3=origin instance f4=body */
@@ -78,6 +80,11 @@ enum msg_type {
     /* control plane: xmppctl <-> a daemon's control socket */
     MSG_CTL_REQUEST = 64,    /* f0=argv joined by tabs f1=standard input (secrets) */
     MSG_CTL_REPLY = 65,      /* num=exit status f0=column names (tabs) f1=rows (tabs, newlines) f2=message */
+
+    /* routed like the records of 40..49, five fields; protocol >= 3 (XEP-0077, c2s_register.c) */
+    MSG_ACCOUNT_CHANGE = 66, /* c2s -> sm: id=conn num=enum account_op f0=bare JID
+                                f4=authPassword lines (create, passwd; empty for remove) */
+    MSG_ACCOUNT_RESULT = 67, /* sm -> c2s: id=conn num=0 or enum stanza_error f1=bare JID, after the commit */
 
     MSG_TYPE_END
 };
@@ -132,6 +139,14 @@ enum close_reason {
     CLOSE_SHUTDOWN = 4,  /* the daemon is stopping */
     CLOSE_KICKED = 5,    /* replaced or kicked by the administrator */
     CLOSE_END
+};
+
+/* What MSG_ACCOUNT_CHANGE asks of the account's shard (XEP-0077). */
+enum account_op {
+    ACCOUNT_CREATE = 1,  /* a new account with the verifiers of f4 (conflict if it exists) */
+    ACCOUNT_PASSWD = 2,  /* new verifiers for an existing account */
+    ACCOUNT_REMOVE = 3,  /* remove the account, its data and its sessions */
+    ACCOUNT_OP_END
 };
 
 /* A field: a view into the received buffer, not NUL-terminated. */

@@ -266,6 +266,30 @@ static void route_to_dest(struct router *r, const struct msg *m)
     log_notice("route: %s for %s dropped: %s is not running", msg_type_name(m->type), dest, dest);
 }
 
+/* ACCOUNT_CHANGE came with protocol 3: a shard speaking less would drop
+ * the whole frame it arrived in, so during a rolling restart its c2s hears
+ * service-unavailable instead. */
+static void route_account(struct router *r, const struct msg *m)
+{
+    char origin[PEER_NAME_MAX];
+    struct shard *s = shard_for(r, &m->f[0]);
+    const struct peer_info *p = s ? peer_server_find(r->peers, s->name) : NULL;
+    if (!p || p->proto_max >= 3 || !msg_str(m, 3, origin, sizeof origin) || !peer_server_find(r->peers, origin)) {
+        route_by_sender(r, m);
+        return;
+    }
+    struct msg res;
+    msg_init(&res, MSG_ACCOUNT_RESULT);
+    res.id = m->id;
+    res.num = SE_SERVICE_UNAVAILABLE;
+    res.f[1] = m->f[0];
+    msg_set(&res, 2, origin);
+    msg_set(&res, 3, r->d->instance);
+    ipc_send(r->ipc, origin, &res);
+    log_notice("route: ACCOUNT_CHANGE for %.*s refused: %s speaks protocol %u < 3", (int)m->f[0].n, m->f[0].p,
+               s->name, p->proto_max);
+}
+
 static void on_record(ipc_t *ipc, const char *peer, const struct msg *m, void *arg)
 {
     struct router *r = arg;
@@ -292,11 +316,15 @@ static void on_record(ipc_t *ipc, const char *peer, const struct msg *m, void *a
     case MSG_SESSION_END:
         route_by_sender(r, m);
         return;
+    case MSG_ACCOUNT_CHANGE:
+        route_account(r, m);
+        return;
     case MSG_DELIVER:
     case MSG_AUTH_RESULT:
     case MSG_SESSION_BOUND:
     case MSG_SESSION_KICK:
     case MSG_RESYNC_DONE:
+    case MSG_ACCOUNT_RESULT:
         route_to_dest(r, m);
         return;
     default:

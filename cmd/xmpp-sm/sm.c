@@ -178,6 +178,9 @@ static void on_record(ipc_t *ipc, const char *peer, const struct msg *m, void *a
     case MSG_AUTH_LOOKUP:
         sm_auth_lookup(sm, m);
         break;
+    case MSG_ACCOUNT_CHANGE:
+        sm_account_change(sm, m);
+        break;
     case MSG_SESSION_BIND:
         sm_session_bind(sm, m);
         break;

@@ -110,6 +110,9 @@ void sm_accounts_close(struct sm *sm);
 /* 1 if the account exists, 0 if not, -1 on a storage error. */
 int sm_account_exists(struct sm *sm, const char *bare, size_t len);
 void sm_auth_lookup(struct sm *sm, const struct msg *m);
+/* MSG_ACCOUNT_CHANGE (XEP-0077 from c2s): create, re-key or remove an
+ * account; answered with MSG_ACCOUNT_RESULT after the commit. */
+void sm_account_change(struct sm *sm, const struct msg *m);
 /* For control commands: arg as a user JID this shard holds
  * (local@served-domain, no resource) into bare; else fails r, -1. */
 int sm_ctl_user_jid(struct sm *sm, const char *arg, char *bare, size_t size, struct ctl_req *r);

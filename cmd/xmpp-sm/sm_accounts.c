@@ -2,7 +2,9 @@
  * SCRAM-SHA-256 verifiers per account, never a password; the verifier
  * lookup c2s asks for at login, with deterministic fake verifiers for
  * unknown users so a failed login does not tell whether the account
- * exists; and the account commands of xmppctl.
+ * exists; the account commands of xmppctl; and the XEP-0077 changes c2s
+ * sends (ACCOUNT_CHANGE: c2s computed the verifiers, sm never sees a
+ * password), written by the same code as the commands.
  *
  * accounts.tdb holds, per bare JID, a versioned text record:
  *   xmppd-account 1\n gen N\n created T\n SCRAM-SHA-1$...\n SCRAM-SHA-256$...\n
@@ -177,16 +179,66 @@ static unsigned long long next_generation(struct sm *sm)
 }
 
 static int write_account(struct sm *sm, const char *bare, unsigned long long gen, long created,
-                         const char *verifiers, size_t vlen, struct ctl_req *r)
+                         const char *verifiers, size_t vlen, store_done_cb done, void *arg)
 {
     struct buf rec = { 0 };
     buf_adds(&rec, RECORD_MAGIC);
     buf_addf(&rec, "gen %llu\ncreated %ld\n", gen, created);
     buf_add(&rec, verifiers, vlen);
     if (vlen && verifiers[vlen - 1] != '\n') buf_adds(&rec, "\n");
-    int rc = rec.oom ? -1 : store_put(sm->accounts, bare, strlen(bare), rec.data, rec.len, reply_after_commit, r);
+    int rc = rec.oom ? -1 : store_put(sm->accounts, bare, strlen(bare), rec.data, rec.len, done, arg);
     buf_free(&rec);
     return rc;
+}
+
+/* What account_set and account_remove did. */
+enum { ACCT_ERROR = -1, ACCT_DONE = 0, ACCT_EXISTS = 1, ACCT_MISSING = 2 };
+
+/* The one way an account is written, for `xmppctl register/passwd` and
+ * for XEP-0077 (sm_account_change): create a new account (create=1) or
+ * give an existing one new verifiers (checked by the caller). done(arg,
+ * ok) runs after the commit, and only when ACCT_DONE is returned. */
+static int account_set(struct sm *sm, const char *bare, int create, const char *verifiers, size_t vlen,
+                       store_done_cb done, void *arg)
+{
+    struct buf old = { 0 };
+    unsigned long long gen = 0;
+    long created = (long)time(NULL);
+    int rc = ACCT_ERROR;
+    int exists = store_get(sm->accounts, bare, strlen(bare), &old);
+    if (exists < 0) goto out;
+    if (create && exists) {
+        rc = ACCT_EXISTS;
+        goto out;
+    }
+    if (!create && !exists) {
+        rc = ACCT_MISSING;
+        goto out;
+    }
+    if (!create) sscanf(buf_cstr(&old), RECORD_MAGIC "gen %llu\ncreated %ld", &gen, &created);
+    else gen = next_generation(sm);
+    if (write_account(sm, bare, gen, created, verifiers, vlen, done, arg) < 0) goto out;
+    log_notice("account %s %s (generation %llu)", bare, create ? "registered" : "password changed", gen);
+    if (create) sm_hook_event(sm, XM_HOOK_USER_CREATED, bare);
+    rc = ACCT_DONE;
+out:
+    buf_free(&old);
+    return rc;
+}
+
+/* The one way an account is removed (`xmppctl unregister`, XEP-0077):
+ * its sessions end and every module deletes its data of the user in this
+ * same turn (one transaction per store, committed with the account's
+ * removal); done(arg, ok) runs after the commit, only on ACCT_DONE. */
+static int account_remove(struct sm *sm, const char *bare, store_done_cb done, void *arg)
+{
+    int exists = sm_account_exists(sm, bare, strlen(bare));
+    if (exists <= 0) return exists < 0 ? ACCT_ERROR : ACCT_MISSING;
+    if (store_del(sm->accounts, bare, strlen(bare), done, arg) < 0) return ACCT_ERROR;
+    sm_kick_user(sm, bare, STE_NOT_AUTHORIZED, "account removed");
+    sm_hook_event(sm, XM_HOOK_USER_REMOVED, bare);
+    log_notice("account %s removed", bare);
+    return ACCT_DONE;
 }
 
 static int cmd_register(struct sm *sm, int create, const char *arg, const char *input, size_t len,
@@ -198,29 +250,12 @@ static int cmd_register(struct sm *sm, int create, const char *arg, const char *
         ctl_fail(r, 2, "expected SCRAM-SHA-1 and SCRAM-SHA-256 verifiers on input");
         return 0;
     }
-    struct buf old = { 0 };
-    int exists = store_get(sm->accounts, bare, strlen(bare), &old);
-    unsigned long long gen = 0;
-    long created = (long)time(NULL);
-    if (exists < 0) {
-        ctl_fail(r, 1, "storage error reading %s", bare);
-    } else if (create && exists) {
-        ctl_fail(r, 1, "%s already exists", bare);
-    } else if (!create && !exists) {
-        ctl_fail(r, 1, "%s does not exist", bare);
-    } else {
-        if (!create) sscanf(buf_cstr(&old), RECORD_MAGIC "gen %llu\ncreated %ld", &gen, &created);
-        else gen = next_generation(sm);
-        buf_free(&old);
-        if (write_account(sm, bare, gen, created, input, len, r) < 0) {
-            ctl_fail(r, 1, "storage error writing %s", bare);
-            return 0;
-        }
-        log_notice("account %s %s (generation %llu)", bare, create ? "registered" : "password changed", gen);
-        if (create) sm_hook_event(sm, XM_HOOK_USER_CREATED, bare);
-        return 1; /* answered after the commit */
+    switch (account_set(sm, bare, create, input, len, reply_after_commit, r)) {
+    case ACCT_DONE: return 1; /* answered after the commit */
+    case ACCT_EXISTS: ctl_fail(r, 1, "%s already exists", bare); break;
+    case ACCT_MISSING: ctl_fail(r, 1, "%s does not exist", bare); break;
+    default: ctl_fail(r, 1, "storage error writing %s", bare); break;
     }
-    buf_free(&old);
     return 0;
 }
 
@@ -228,21 +263,112 @@ static int cmd_unregister(struct sm *sm, const char *arg, struct ctl_req *r)
 {
     char bare[JID_STR_MAX];
     if (sm_ctl_user_jid(sm, arg, bare, sizeof bare, r) < 0) return 0;
-    int exists = sm_account_exists(sm, bare, strlen(bare));
-    if (exists <= 0) {
-        ctl_fail(r, 1, exists < 0 ? "storage error reading %s" : "%s does not exist", bare);
-        return 0;
+    switch (account_remove(sm, bare, reply_after_commit, r)) {
+    case ACCT_DONE: return 1;
+    case ACCT_MISSING: ctl_fail(r, 1, "%s does not exist", bare); break;
+    default: ctl_fail(r, 1, "storage error deleting %s", bare); break;
     }
-    if (store_del(sm->accounts, bare, strlen(bare), reply_after_commit, r) < 0) {
-        ctl_fail(r, 1, "storage error deleting %s", bare);
-        return 0;
+    return 0;
+}
+
+/* ---------------- XEP-0077 changes from c2s (c2s_register.c) ---------------- */
+
+/* One ACCOUNT_CHANGE waiting for its commit. */
+struct change {
+    uint64_t conn;
+    char origin[PEER_NAME_MAX];
+    char bare[];
+};
+
+static void send_account_result(struct sm *sm, uint64_t conn, const char *origin, const char *bare, size_t blen,
+                                unsigned cond)
+{
+    struct msg r;
+    msg_init(&r, MSG_ACCOUNT_RESULT);
+    r.id = conn;
+    r.num = cond;
+    msg_setn(&r, 1, bare, blen);
+    msg_set(&r, 2, origin);
+    msg_set(&r, 3, sm->d->instance);
+    ipc_send(sm->router, NULL, &r);
+}
+
+static void change_committed(void *arg, int ok)
+{
+    struct change *ch = arg;
+    if (!ok) log_err("account %s: the change from %s was not committed", ch->bare, ch->origin);
+    send_account_result(&SM, ch->conn, ch->origin, ch->bare, strlen(ch->bare),
+                        ok ? SE_NONE : SE_INTERNAL_SERVER_ERROR);
+    free(ch);
+}
+
+/* The bare JID of an ACCOUNT_CHANGE: a user of a domain served here whose
+ * account this shard holds, already normalized; SE_NONE or a condition. */
+static unsigned change_jid(struct sm *sm, const struct msg *m, char *bare, size_t size)
+{
+    struct jid *j = malloc(sizeof *j);
+    unsigned cond = SE_JID_MALFORMED;
+    if (!j) return SE_INTERNAL_SERVER_ERROR;
+    if (jid_parse(m->f[0].p, m->f[0].n, j) < 0 || !j->has_local || j->has_resource ||
+        jid_format_bare(j, bare, size) < 0 || !msg_eq(m, 0, bare))
+        goto out;
+    cond = SE_SERVICE_UNAVAILABLE;
+    if (!conf_host(&sm->d->conf, j->domain, strlen(j->domain)) ||
+        jid_shard(bare, strlen(bare), sm->d->conf.sm_shards) != sm->shard)
+        goto out;
+    cond = SE_NONE;
+out:
+    free(j);
+    return cond;
+}
+
+void sm_account_change(struct sm *sm, const struct msg *m)
+{
+    char bare[JID_STR_MAX], origin[PEER_NAME_MAX];
+    unsigned cond;
+    int rc = ACCT_ERROR;
+    if (!msg_str(m, 3, origin, sizeof origin) || !origin[0]) return; /* no one to answer */
+    if ((cond = change_jid(sm, m, bare, sizeof bare)) != SE_NONE) {
+        log_warn("ACCOUNT_CHANGE from %s for '%.*s' refused: %s", origin, (int)m->f[0].n, m->f[0].p,
+                 stanza_error_name(cond));
+        send_account_result(sm, m->id, origin, m->f[0].p, m->f[0].n, cond);
+        return;
     }
-    sm_kick_user(sm, bare, STE_NOT_AUTHORIZED, "account removed");
-    /* every module deletes its data of the user in this same turn: one
-     * transaction per store, committed with the account's removal */
-    sm_hook_event(sm, XM_HOOK_USER_REMOVED, bare);
-    log_notice("account %s removed", bare);
-    return 1;
+    if ((m->num == ACCOUNT_CREATE || m->num == ACCOUNT_PASSWD) && !valid_verifiers(m->f[4].p, m->f[4].n)) {
+        log_warn("ACCOUNT_CHANGE from %s for %s without both verifiers refused", origin, bare);
+        send_account_result(sm, m->id, origin, bare, strlen(bare), SE_BAD_REQUEST);
+        return;
+    }
+    struct change *ch = malloc(sizeof *ch + strlen(bare) + 1);
+    if (!ch) {
+        send_account_result(sm, m->id, origin, bare, strlen(bare), SE_RESOURCE_CONSTRAINT);
+        return;
+    }
+    ch->conn = m->id;
+    memcpy(ch->origin, origin, sizeof ch->origin);
+    strcpy(ch->bare, bare);
+    switch (m->num) {
+    case ACCOUNT_CREATE:
+    case ACCOUNT_PASSWD:
+        rc = account_set(sm, bare, m->num == ACCOUNT_CREATE, m->f[4].p, m->f[4].n, change_committed, ch);
+        break;
+    case ACCOUNT_REMOVE:
+        rc = account_remove(sm, bare, change_committed, ch);
+        break;
+    default:
+        log_warn("ACCOUNT_CHANGE from %s with unknown operation %u refused", origin, m->num);
+        cond = SE_BAD_REQUEST;
+        break;
+    }
+    if (rc == ACCT_DONE) return; /* answered by change_committed */
+    free(ch);
+    if (cond == SE_NONE) {
+        /* XEP-0077: conflict for a taken username (§3.1); a password
+         * change or removal for an account that is gone (§3.2) */
+        cond = rc == ACCT_EXISTS ? SE_CONFLICT : rc == ACCT_MISSING ? SE_REGISTRATION_REQUIRED
+                                                                    : SE_INTERNAL_SERVER_ERROR;
+    }
+    send_account_result(sm, m->id, origin, bare, strlen(bare), cond);
 }
 
 struct list_ctx {
