@@ -475,8 +475,9 @@ static int plain_username(const unsigned char *p, size_t n, char *out, size_t si
     return 0;
 }
 
-/* Take a PLAIN token: each PLAIN check costs a PBKDF2 (DESIGN §10). */
-static int plain_rate_ok(void)
+/* Take a token for a PLAIN or XEP-0078 (c2s_legacy.c) login: each check
+ * costs a PBKDF2 (DESIGN §10). */
+int c2s_plain_rate_ok(void)
 {
     unsigned rate = c2s->d->conf.plain_logins_per_sec;
     if (rate == 0) return 1; /* 0: not limited */
@@ -538,7 +539,7 @@ static void first_message(struct c2s_conn *c, const unsigned char *data, size_t 
     snprintf(a->user_at_domain, ul, "%s@%s", local, c->domain);
     memcpy(a->first, data, len);
     a->first_len = len;
-    if (a->mech == MECH_PLAIN && !plain_rate_ok()) {
+    if (a->mech == MECH_PLAIN && !c2s_plain_rate_ok()) {
         log_warn("PLAIN rate limit (%u/s) reached", c2s->d->conf.plain_logins_per_sec);
         fail(c, a->mech, "temporary-auth-failure", 0);
         return;

@@ -724,12 +724,12 @@ static void cmd_starttls(struct conn *c)
     update_events(c);
 }
 
-static void mark_authed(struct conn *c, const struct msg *m)
+static void mark_authed(struct conn *c, const struct msg_str *jid)
 {
     struct listen *l = c->l;
     c->authed = 1;
     free(c->jid);
-    c->jid = util_strndup_safe(m->f[1].p, m->f[1].n);
+    c->jid = util_strndup_safe(jid->p, jid->n);
     xmlstream_set_pause(c->xs, 0);
     if (dlist_linked(&c->in_link)) dlist_append(&l->authed_in, &c->in_link);
     dlist_append(&l->authed_out, &c->out_link);
@@ -740,7 +740,7 @@ static void cmd_reset(struct conn *c, const struct msg *m)
 {
     if (m->f[0].n) conn_send(c, m->f[0].p, m->f[0].n);
     if (c->closing) return;
-    if ((m->flags & MSG_F_AUTHED) && !c->authed) mark_authed(c, m);
+    if ((m->flags & MSG_F_AUTHED) && !c->authed) mark_authed(c, &m->f[1]);
     discard_input(c);
     update_events(c);
 }
@@ -769,6 +769,9 @@ static void cmd_close(struct conn *c, const struct msg *m)
 
 static void cmd_bound(struct conn *c, const struct msg *m)
 {
+    /* XEP-0078 (protocol 3): authenticated and bound at once, and no
+     * stream restart follows, so the parser is kept */
+    if ((m->flags & MSG_F_AUTHED) && !c->authed) mark_authed(c, &m->f[0]);
     char *jid = util_strndup_safe(m->f[0].p, m->f[0].n);
     if (!jid) return;
     free(c->jid);
