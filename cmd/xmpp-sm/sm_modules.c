@@ -326,7 +326,7 @@ struct each_arg {
 static int each_one(const char *key, size_t klen, const char *val, size_t vlen, void *arg)
 {
     struct each_arg *a = arg;
-    if (klen < a->plen || memcmp(key, a->prefix, a->plen) != 0) return 0;
+    if (a->plen && (klen < a->plen || memcmp(key, a->prefix, a->plen) != 0)) return 0;
     a->n++;
     return a->fn(key, klen, val, vlen, a->arg);
 }

@@ -1041,7 +1041,7 @@ int main(int argc, char **argv)
         char instance[64];
         struct reply r;
         int generic = strcmp(cmd, "mod") == 0;
-        if (!generic) buf_adds(&line, "mod ");
+        if (!generic) buf_adds(&line, "mod\t");
         join_args(&line, cargc, cargv);
         if (shard_instance(&c, cargv[generic ? 2 : 1], instance, sizeof instance) < 0) rc = EXIT_USAGE;
         else if (ask(&c, instance, buf_cstr(&line), NULL, 0, REPLY_TIMEOUT_MS, &r) < 0) rc = EXIT_UNREACHABLE;
