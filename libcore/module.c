@@ -192,25 +192,31 @@ static int api_disco_items(xm_host *h, const char *jid, const char *node, xm_buf
 
 /* ---------------- registration ---------------- */
 
+/* Insert a handler into its hook's list, kept sorted by seq (stable: of
+ * equal ones, the first registered runs first). */
+static int hook_insert(xm_host *h, enum xm_hook hook, struct mod_hook k)
+{
+    struct mod_vhost *vh = h->vh;
+    struct mod_hook *grown = realloc(vh->hooks[hook], (vh->n_hooks[hook] + 1) * sizeof *grown);
+    if (!grown) return -1;
+    vh->hooks[hook] = grown;
+    size_t i = vh->n_hooks[hook];
+    while (i > 0 && grown[i - 1].seq > k.seq) {
+        grown[i] = grown[i - 1];
+        i--;
+    }
+    grown[i] = k;
+    vh->n_hooks[hook]++;
+    return 0;
+}
+
 static int api_add_stanza_hook(xm_host *h, enum xm_hook hook, int seq, xm_stanza_fn fn, void *data)
 {
     if ((unsigned)hook >= XM_HOOK_END || is_event_hook(hook) || !fn) {
         log_err("module %s: add_stanza_hook: %d is not a stanza hook", h->mod->name, (int)hook);
         return -1;
     }
-    struct mod_vhost *vh = h->vh;
-    struct mod_hook *grown = realloc(vh->hooks[hook], (vh->n_hooks[hook] + 1) * sizeof *grown);
-    if (!grown) return -1;
-    vh->hooks[hook] = grown;
-    /* keep them sorted by seq, stable for equal ones */
-    size_t i = vh->n_hooks[hook];
-    while (i > 0 && grown[i - 1].seq > seq) {
-        grown[i] = grown[i - 1];
-        i--;
-    }
-    grown[i] = (struct mod_hook){ seq, fn, NULL, data, h };
-    vh->n_hooks[hook]++;
-    return 0;
+    return hook_insert(h, hook, (struct mod_hook){ seq, fn, NULL, data, h });
 }
 
 static int api_add_event_hook(xm_host *h, enum xm_hook hook, int seq, xm_event_fn fn, void *data)
@@ -219,18 +225,7 @@ static int api_add_event_hook(xm_host *h, enum xm_hook hook, int seq, xm_event_f
         log_err("module %s: add_event_hook: %d is not an event hook", h->mod->name, (int)hook);
         return -1;
     }
-    struct mod_vhost *vh = h->vh;
-    struct mod_hook *grown = realloc(vh->hooks[hook], (vh->n_hooks[hook] + 1) * sizeof *grown);
-    if (!grown) return -1;
-    vh->hooks[hook] = grown;
-    size_t i = vh->n_hooks[hook];
-    while (i > 0 && grown[i - 1].seq > seq) {
-        grown[i] = grown[i - 1];
-        i--;
-    }
-    grown[i] = (struct mod_hook){ seq, NULL, fn, data, h };
-    vh->n_hooks[hook]++;
-    return 0;
+    return hook_insert(h, hook, (struct mod_hook){ seq, NULL, fn, data, h });
 }
 
 static int api_add_iq_handler(xm_host *h, const char *ns, const char *name, int flags, xm_iq_fn fn, void *data)

@@ -154,6 +154,40 @@ START_TEST(test_load)
 }
 END_TEST
 
+static int hook_a(xm_stanza *st, void *data) { (void)st; (void)data; return XM_PASS; }
+static int hook_b(xm_stanza *st, void *data) { (void)st; (void)data; return XM_PASS; }
+static int hook_c(xm_stanza *st, void *data) { (void)st; (void)data; return XM_PASS; }
+static void event(xm_host *h, const char *jid, void *data) { (void)h; (void)jid; (void)data; }
+
+/* Handlers run by sequence number, equal ones in registration order; a
+ * stanza hook cannot be registered as an event hook or the reverse. */
+START_TEST(test_hook_order)
+{
+    struct conf c;
+    struct modules ms;
+    char err[512];
+    ck_assert_int_eq(start("modules = disco\n", &c, &ms, err, sizeof err), 0);
+    xm_host *h = ms.v[0].mods[0];
+    const struct xm_api *api = &ms.api;
+    ck_assert_int_eq(api->add_stanza_hook(h, XM_HOOK_FILTER_PACKET, 50, hook_a, NULL), 0);
+    ck_assert_int_eq(api->add_stanza_hook(h, XM_HOOK_FILTER_PACKET, 10, hook_b, NULL), 0);
+    ck_assert_int_eq(api->add_stanza_hook(h, XM_HOOK_FILTER_PACKET, 50, hook_c, NULL), 0);
+    const struct mod_vhost *vh = &ms.v[0];
+    ck_assert_uint_eq(vh->n_hooks[XM_HOOK_FILTER_PACKET], 3);
+    ck_assert(vh->hooks[XM_HOOK_FILTER_PACKET][0].stanza == hook_b);
+    ck_assert(vh->hooks[XM_HOOK_FILTER_PACKET][1].stanza == hook_a);
+    ck_assert(vh->hooks[XM_HOOK_FILTER_PACKET][2].stanza == hook_c);
+    ck_assert_int_eq(api->add_event_hook(h, XM_HOOK_FILTER_PACKET, 1, event, NULL), -1);
+    ck_assert_int_eq(api->add_stanza_hook(h, XM_HOOK_USER_REMOVED, 1, hook_a, NULL), -1);
+    ck_assert_int_eq(api->add_event_hook(h, XM_HOOK_USER_REMOVED, 1, event, NULL), 0);
+    /* one handler per (namespace, element) and host */
+    ck_assert_int_eq(api->add_iq_handler(h, "http://jabber.org/protocol/disco#info", "query",
+                                         XM_IQ_SERVER | XM_IQ_GET, NULL, NULL), -1);
+    modules_unload(&ms);
+    conf_free(&c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("module");
@@ -162,6 +196,7 @@ int main(void)
     tcase_add_test(tc, test_caps_complex);
     tcase_add_test(tc, test_conf_lists);
     tcase_add_test(tc, test_load);
+    tcase_add_test(tc, test_hook_order);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_ENV);
