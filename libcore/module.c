@@ -3,6 +3,7 @@
  * up disco#info, the stream features and the XEP-0115 'ver'. */
 #include "config.h"
 #include "module.h"
+#include "jid.h"
 #include "log.h"
 #include "modules/builtin.h"
 #include "util.h"
@@ -307,6 +308,20 @@ static const char *api_text_of(const xm_node *e)
 }
 static int api_serialize(const xm_node *e, xm_buf *out) { return xml_serialize(NODE(e), &out->b, NULL); }
 
+static int api_jid_normalize(const char *jid, char *out, size_t size)
+{
+    return jid_normalize(jid, strlen(jid), out, size) < 0 ? -1 : 0;
+}
+
+static void api_bare_jid(const char *jid, char *out, size_t size)
+{
+    size_t n = strcspn(jid, "/");
+    if (!size) return;
+    if (n >= size) n = size - 1;
+    memcpy(out, jid, n);
+    out[n] = '\0';
+}
+
 static xm_buf *api_buf_new(void) { return calloc(1, sizeof(xm_buf)); }
 static void api_buf_free(xm_buf *b)
 {
@@ -377,6 +392,7 @@ static int no_roster(xm_host *h, const char *bare, const char *contact, char sub
     return -1;
 }
 static long long no_started(xm_host *h) { (void)h; return 0; }
+static int no_send_presence(xm_host *h, const char *full, const char *to) { (void)h; (void)full; (void)to; return -1; }
 static xm_store *no_store(xm_host *h, const char *name) { (void)h; (void)name; return NULL; }
 static int no_get(xm_store *s, const char *k, size_t kl, xm_buf *out) { (void)s; (void)k; (void)kl; (void)out; return -1; }
 static int no_put(xm_store *s, const char *k, size_t kl, const void *v, size_t vl)
@@ -456,6 +472,9 @@ void modules_api_init(struct xm_api *a)
     a->buf_add_esc = api_buf_add_esc;
     a->buf_data = api_buf_data;
     a->buf_clear = api_buf_clear;
+    a->jid_normalize = api_jid_normalize;
+    a->bare_jid = api_bare_jid;
+    a->send_presence = no_send_presence;
 }
 
 /* ---------------- disco#info and XEP-0115 ---------------- */

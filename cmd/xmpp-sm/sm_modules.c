@@ -148,7 +148,7 @@ static void st_error(xm_stanza *st, const char *cond, const char *text, const ch
         /* the canonical reply ends with "...</error></KIND>": the
          * application condition goes last inside <error/> (RFC 6120 §8.3.2) */
         const char *end = NULL;
-        for (const char *p = out.data; (p = strstr(p, "</error>")); p++) end = p;
+        for (const char *p = buf_cstr(&out); p && (p = strstr(p, "</error>")); p++) end = p;
         if (end) {
             struct buf withapp = { 0 };
             buf_add(&withapp, out.data, (size_t)(end - out.data));
@@ -159,8 +159,19 @@ static void st_error(xm_stanza *st, const char *cond, const char *text, const ch
         }
     }
     st->sm->n.errors_sent++;
-    later_send(later(), st->cur.kind, STYPE_ERROR, st->to[0] ? st->to : "", st->from, out.data, out.len,
-               trace_id_of(&st->cur));
+    if (strchr(st->from, '/') && sm_session_of(st->sm, st->from)) {
+        /* the sender is a session of this shard: the answer is the
+         * server's, handed to it directly rather than routed back through
+         * the sender's own incoming hooks (its privacy list would drop an
+         * error "from" the contact it blocked, XEP-0016 §2.14) */
+        char bare[JID_STR_MAX];
+        snprintf(bare, sizeof bare, "%.*s", (int)strcspn(st->from, "/"), st->from);
+        later_deliver(later(), bare, st->from, st->cur.kind, STYPE_ERROR, st->to[0] ? st->to : "", out.data,
+                      out.len, trace_id_of(&st->cur));
+    } else {
+        later_send(later(), st->cur.kind, STYPE_ERROR, st->to[0] ? st->to : "", st->from, out.data, out.len,
+                   trace_id_of(&st->cur));
+    }
 out:
     buf_free(&out);
 }
@@ -219,6 +230,24 @@ static int api_send(xm_host *h, const char *xml, size_t len)
     buf_free(&b);
 out:
     xml_free(x);
+    return rc;
+}
+
+static int api_send_presence(xm_host *h, const char *full, const char *to)
+{
+    (void)h;
+    struct session *s = sm_session_of(&SM, full);
+    if (!s || !s->available || !s->presence) return 0;
+    xml_node_t *p = xml_parse(s->presence, strlen(s->presence), NS_CLIENT);
+    struct buf b = { 0 };
+    int rc = -1;
+    if (p && xml_set_attr(p, "from", s->full) == 0 && xml_set_attr(p, "to", to) == 0 &&
+        xml_serialize(p, &b, NS_CLIENT) == 0 && !b.oom) {
+        later_send(later(), KIND_PRESENCE, STYPE_NONE, s->full, to, b.data, b.len, 0);
+        rc = 1;
+    }
+    xml_free(p);
+    buf_free(&b);
     return rc;
 }
 
@@ -390,6 +419,8 @@ const struct msg *sm_hook(struct sm *sm, enum xm_hook hook, const struct msg *m,
     xm_stanza *st = calloc(1, sizeof *st);
     if (!st) return m;
     st_init(st, sm, m);
+    /* at delivery, 'to' is the session's full JID (module.h) */
+    if (hook == XM_HOOK_DELIVER_PACKET) snprintf(st->to, sizeof st->to, "%.*s", (int)jlen, jid);
     const struct msg *out = run_hook(sm, vh, hook, st, step);
     if (out && kind_hook != XM_HOOK_END) out = run_hook(sm, vh, kind_hook, st, step);
     if (!out) {
@@ -578,6 +609,7 @@ int sm_modules_start(struct sm *sm)
     api.error = st_error;
     api.iq_result = st_iq_result;
     api.send = api_send;
+    api.send_presence = api_send_presence;
     api.user_exists = api_user_exists;
     api.each_session = api_each_session;
     api.last_unavailable = api_last_unavailable;

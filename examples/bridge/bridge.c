@@ -45,15 +45,6 @@ struct bridge {
     xm_store *store; /* NULL in xmpp-c2s, which only reads declarations */
 };
 
-/* The bare JID of a full one. */
-static void bare_of(const char *jid, char *out, size_t size)
-{
-    size_t n = strcspn(jid, "/");
-    if (n >= size) n = size - 1;
-    memcpy(out, jid, n);
-    out[n] = '\0';
-}
-
 /* A link is an address on the other network: one word of printable
  * characters. It is escaped wherever it is written into XML. */
 static int link_ok(const char *s)
@@ -138,7 +129,7 @@ static void bridge_iq(xm_stanza *iq, const xm_node *payload, void *data)
     struct bridge *b = data;
     const struct xm_api *api = b->api;
     char bare[JID_MAX];
-    bare_of(api->from(iq), bare, sizeof bare);
+    api->bare_jid(api->from(iq), bare, sizeof bare);
     /* only this host's users have a link here (an IQ from another server
      * would otherwise write records for strangers) */
     const char *at = strchr(bare, '@');
@@ -159,7 +150,7 @@ static int bridge_send(xm_stanza *st, void *data)
     const struct xm_api *api = b->api;
     char to[JID_MAX];
     if (api->kind(st) != XM_MESSAGE) return XM_PASS;
-    bare_of(api->to(st), to, sizeof to);
+    api->bare_jid(api->to(st), to, sizeof to);
     if (strcmp(to, b->blocked) != 0) return XM_PASS;
     /* an error stanza is never answered (RFC 6120 §8.3.1): error() does
      * nothing for one, and XM_STOP then drops it */

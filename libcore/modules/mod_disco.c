@@ -16,11 +16,7 @@ static const struct xm_api *api;
 static void target(xm_stanza *iq, char *out, size_t size)
 {
     const char *to = api->to(iq);
-    if (!*to) to = api->from(iq);
-    size_t n = strcspn(to, "/");
-    if (n >= size) n = size - 1;
-    memcpy(out, to, n);
-    out[n] = '\0';
+    api->bare_jid(*to ? to : api->from(iq), out, size);
 }
 
 static void answer(xm_stanza *iq, const xm_node *q, const char *ns,

@@ -15,14 +15,6 @@
 
 static const struct xm_api *api;
 
-static void bare_of(const char *jid, char *out, size_t size)
-{
-    size_t n = strcspn(jid, "/");
-    if (n >= size) n = size - 1;
-    memcpy(out, jid, n);
-    out[n] = '\0';
-}
-
 static void count_available(const char *full, int available, int priority, void *arg)
 {
     (void)full;
@@ -97,13 +89,13 @@ static void last_iq(xm_stanza *iq, const xm_node *payload, void *data)
     xm_host *h = api->host(iq);
     const char *to = api->to(iq);
     char requester[3072];
-    bare_of(api->from(iq), requester, sizeof requester);
+    api->bare_jid(api->from(iq), requester, sizeof requester);
     if (*to == '\0') {
         /* no 'to': about the sender's own account (RFC 6120 §10.3.3) */
         last_of_account(iq, h, requester, requester);
     } else if (strchr(to, '@')) {
         char bare[3072];
-        bare_of(to, bare, sizeof bare);
+        api->bare_jid(to, bare, sizeof bare);
         last_of_account(iq, h, bare, requester);
     } else {
         /* §5: the server's uptime, no character data */

@@ -17,7 +17,7 @@ static void ping(xm_stanza *iq, const xm_node *payload, void *data)
 static int ping_init(xm_host *h, const struct xm_api *a)
 {
     api = a;
-    if (a->add_feature(h, NS_PING) < 0) return -1;
+    if (a->add_feature(h, NS_PING) < 0 || a->add_account_feature(h, NS_PING) < 0) return -1;
     return a->add_iq_handler(h, NS_PING, "ping", XM_IQ_SERVER | XM_IQ_ACCOUNT | XM_IQ_GET, ping, NULL);
 }
 

@@ -22,14 +22,6 @@ struct priv {
     long long max;    /* private.max_size */
 };
 
-static void bare_of(const char *jid, char *out, size_t size)
-{
-    size_t n = strcspn(jid, "/");
-    if (n >= size) n = size - 1;
-    memcpy(out, jid, n);
-    out[n] = '\0';
-}
-
 /* XEP-0049 §2.3: namespaces beginning with 'jabber:' or
  * 'http://jabber.org/', and 'vcard-temp', are reserved (refusing them with
  * not-acceptable is the XEP's optional behaviour, taken here: they belong
@@ -181,7 +173,7 @@ static void private_iq(xm_stanza *iq, const xm_node *payload, void *data)
     struct priv *p = data;
     char bare[JID_MAX];
     const char *to = api->to(iq);
-    bare_of(api->from(iq), bare, sizeof bare);
+    api->bare_jid(api->from(iq), bare, sizeof bare);
     /* §2.3 and §4: only the user's own resources; Forbidden for others'
      * data ("the former is preferable") */
     if (*to && strcmp(to, bare) != 0) {

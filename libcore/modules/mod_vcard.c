@@ -113,16 +113,6 @@ static const char *record_xml(const char *val, size_t vlen)
     return p ? p + 2 : NULL;
 }
 
-/* Copy the bare part of a JID into out (JID_MAX-sized). */
-static void bare_of(const char *jid, char *out, size_t size)
-{
-    size_t n = strcspn(jid, "/");
-    if (n >= size)
-        n = size - 1;
-    memcpy(out, jid, n);
-    out[n] = '\0';
-}
-
 static void vcard_get(struct vcard *v, xm_stanza *iq, const char *owner, int own)
 {
     const struct xm_api *api = v->api;
@@ -201,7 +191,7 @@ static void on_vcard(xm_stanza *iq, const xm_node *payload, void *data)
     struct vcard *v = data;
     const struct xm_api *api = v->api;
     char self[3072];
-    bare_of(api->from(iq), self, sizeof self);
+    api->bare_jid(api->from(iq), self, sizeof self);
     const char *to = api->to(iq);
     const char *owner = *to ? to : self;
     int own = strcmp(owner, self) == 0;

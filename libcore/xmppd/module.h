@@ -261,6 +261,20 @@ struct xm_api {
     /* The bytes (NUL-terminated) and their length; NULL after an OOM. */
     const char *(*buf_data)(const xm_buf *b, size_t *len);
     void (*buf_clear)(xm_buf *b);
+
+    /* ---- JIDs (both daemons) ---- */
+    /* jid normalized (RFC 7622: nodeprep, nameprep, resourceprep) into out:
+     * 0, or -1 if it is not a JID or does not fit. */
+    int (*jid_normalize)(const char *jid, char *out, size_t size);
+    /* The bare part of a JID (everything before the first '/') into out,
+     * cut to fit. */
+    void (*bare_jid)(const char *jid, char *out, size_t size);
+
+    /* ---- presence (xmpp-sm) ---- */
+    /* Send the current presence of session full (from it) to 'to', after
+     * this turn's commits: 1 sent, 0 when the session is not available,
+     * -1 on error (XEP-0191 §3.4: presence again after an unblock). */
+    int (*send_presence)(xm_host *h, const char *full, const char *to);
 };
 
 /* What a module exports. */

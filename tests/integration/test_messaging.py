@@ -171,7 +171,7 @@ async def _():
     await a.close()
 
 
-@case("disco#info of the server: identity server/im and exactly ping, disco#info, disco#items, version")
+@case("disco#info of the server: identity server/im and exactly what the default modules serve")
 async def _():
     a = await Client(srv, "alice@localhost/pc", PW["alice"]).login()
     r = await a.iq("<iq xmlns='jabber:client' type='get' to='localhost'>"
@@ -182,8 +182,13 @@ async def _():
     ids = [(i.get("category"), i.get("type")) for i in q.findall("{http://jabber.org/protocol/disco#info}identity")]
     check(("server", "im") in ids, "no server/im identity", ids)
     feats = sorted(f.get("var") for f in q.findall("{http://jabber.org/protocol/disco#info}feature"))
+    # the default modules (xmppd.conf(5)): disco ping version time last
+    # vcard private privacy blocking contact_info, and the core's msgoffline;
+    # private is an account feature, contact_info has no addresses here
     eq(feats, sorted(["urn:xmpp:ping", "http://jabber.org/protocol/disco#info",
-                      "http://jabber.org/protocol/disco#items", "jabber:iq:version"]), "features")
+                      "http://jabber.org/protocol/disco#items", "jabber:iq:version", "urn:xmpp:time",
+                      "jabber:iq:last", "vcard-temp", "jabber:iq:privacy", "urn:xmpp:blocking",
+                      "msgoffline"]), "features")
     r = await a.iq("<iq xmlns='jabber:client' type='get' to='localhost'>"
                    "<query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
     eq(r.get("type"), "result", "disco#items type")
