@@ -68,7 +68,11 @@ static void st_init(xm_stanza *st, struct sm *sm, const struct msg *m)
     st->what[0] = '\0';
     if (!msg_str(m, 0, st->from, sizeof st->from)) st->from[0] = '\0';
     if (!msg_str(m, 1, st->to, sizeof st->to)) st->to[0] = '\0';
-    snprintf(st->type, sizeof st->type, "%s", m->stype == STYPE_NONE ? "" : stanza_type_name(m->stype));
+    const char *type = m->stype == STYPE_NONE ? "" : stanza_type_name(m->stype);
+    size_t tl = strlen(type);
+    if (tl >= sizeof st->type) tl = sizeof st->type - 1;
+    memcpy(st->type, type, tl);
+    st->type[tl] = '\0';
     st->h = NULL;
 }
 
@@ -302,9 +306,67 @@ static long long api_started(xm_host *h)
 
 /* ---------------- stores ---------------- */
 
-struct xm_store { store_t *s; char *name; };
+/* A read cache in front of each module store: hooks ask for the same keys
+ * with every stanza (the privacy lists of users who have none, mostly),
+ * and every tdb read outside a transaction costs two fcntl() lock calls
+ * (-40 % chat throughput with the default modules before this cache).
+ * Entries are dropped on a write, and nothing read is cached while a
+ * store has writes not yet committed (until the end of the loop turn): so
+ * a failed commit leaves no uncommitted value in the cache. The whole
+ * cache goes when it is full and after a restore. */
+#define CACHE_MAX_ENTRIES 65536
+#define CACHE_MAX_VALUE 4096
+
+struct cached {
+    int found;
+    struct buf val;
+    size_t klen;
+    char key[];
+};
+
+struct xm_store {
+    store_t *s;
+    char *name;
+    struct hmap cache;       /* key -> struct cached */
+    int dirty;               /* written in this loop turn */
+};
 static struct xm_store stores[SM_MAX_STORES];
 static unsigned nstores;
+
+static void cache_free_one(void *value, void *arg)
+{
+    (void)arg;
+    struct cached *c = value;
+    buf_free(&c->val);
+    free(c);
+}
+
+static void cache_clear(struct xm_store *xs)
+{
+    hmap_each(&xs->cache, cache_free_one, NULL);
+    hmap_free(&xs->cache);
+    memset(&xs->cache, 0, sizeof xs->cache);
+}
+
+static void cache_drop(struct xm_store *xs, const char *key, size_t klen)
+{
+    struct cached *c = hmap_del(&xs->cache, key, klen);
+    if (c) cache_free_one(c, NULL);
+}
+
+/* After the turn's commits (LOOP_WORK): reads can be cached again. */
+static void stores_committed(loop_t *loop, void *arg)
+{
+    (void)loop;
+    (void)arg;
+    for (unsigned i = 0; i < nstores; i++) stores[i].dirty = 0;
+}
+
+static void caches_restored(struct sm *sm)
+{
+    (void)sm;
+    for (unsigned i = 0; i < nstores; i++) cache_clear(&stores[i]);
+}
 
 static xm_store *api_store(xm_host *h, const char *name)
 {
@@ -325,7 +387,24 @@ static xm_store *api_store(xm_host *h, const char *name)
 
 static int api_get(xm_store *s, const char *key, size_t klen, xm_buf *out)
 {
-    return store_get(s->s, key, klen, &out->b);
+    struct cached *c = hmap_get(&s->cache, key, klen);
+    if (c) {
+        buf_clear(&out->b);
+        if (c->found) buf_add(&out->b, c->val.data, c->val.len);
+        return out->b.oom ? -1 : c->found;
+    }
+    int rc = store_get(s->s, key, klen, &out->b);
+    if (rc < 0 || s->dirty || (rc == 1 && out->b.len > CACHE_MAX_VALUE)) return rc;
+    if (s->cache.count >= CACHE_MAX_ENTRIES) cache_clear(s);
+    c = calloc(1, sizeof *c + klen);
+    if (!c) return rc;
+    c->found = rc;
+    c->klen = klen;
+    memcpy(c->key, key, klen);
+    if (rc == 1) buf_add(&c->val, out->b.data, out->b.len);
+    int failed = 0;
+    if (c->val.oom || (hmap_put(&s->cache, c->key, klen, c, &failed), failed)) cache_free_one(c, NULL);
+    return rc;
 }
 
 static int api_put(xm_store *s, const char *key, size_t klen, const void *val, size_t vlen)
@@ -333,6 +412,8 @@ static int api_put(xm_store *s, const char *key, size_t klen, const void *val, s
     struct sm_later *l = later();
     if (!l) return -1;
     cur_wrote = 1;
+    s->dirty = 1;
+    cache_drop(s, key, klen);
     return later_put(&SM, l, s->s, key, klen, val, vlen);
 }
 
@@ -341,6 +422,8 @@ static int api_del(xm_store *s, const char *key, size_t klen)
     struct sm_later *l = later();
     if (!l) return -1;
     cur_wrote = 1;
+    s->dirty = 1;
+    cache_drop(s, key, klen);
     return later_del(&SM, l, s->s, key, klen);
 }
 
@@ -416,30 +499,26 @@ const struct msg *sm_hook(struct sm *sm, enum xm_hook hook, const struct msg *m,
     if (hook == XM_HOOK_USER_SEND_PACKET || hook == XM_HOOK_USER_RECEIVE_PACKET)
         kind_hook = (enum xm_hook)(hook + (m->kind == KIND_MESSAGE ? 1 : m->kind == KIND_PRESENCE ? 2 : 3));
     if (!vh || (!vh->n_hooks[hook] && (kind_hook == XM_HOOK_END || !vh->n_hooks[kind_hook]))) return m;
-    xm_stanza *st = calloc(1, sizeof *st);
-    if (!st) return m;
+    /* on the stack, and only its head cleared: this runs for every
+     * stanza, several times (the JID buffers are filled by st_init) */
+    xm_stanza stanza, *st = &stanza;
+    const struct msg *result = m;
     st_init(st, sm, m);
     /* at delivery, 'to' is the session's full JID (module.h) */
     if (hook == XM_HOOK_DELIVER_PACKET) snprintf(st->to, sizeof st->to, "%.*s", (int)jlen, jid);
     const struct msg *out = run_hook(sm, vh, hook, st, step);
     if (out && kind_hook != XM_HOOK_END) out = run_hook(sm, vh, kind_hook, st, step);
     if (!out) {
-        st_free(st);
-        free(st);
-        return NULL;
+        result = NULL;
+    } else if (st->body.data) { /* changed: the caller keeps the new body */
+        hold->m = st->cur;
+        hold->body = st->body;
+        st->body = (struct buf){ 0 };
+        hold->m.f[4].p = hold->body.data;
+        result = &hold->m;
     }
-    if (!st->body.data) { /* unchanged */
-        st_free(st);
-        free(st);
-        return m;
-    }
-    hold->m = st->cur;
-    hold->body = st->body;
-    st->body = (struct buf){ 0 };
-    hold->m.f[4].p = hold->body.data;
     st_free(st);
-    free(st);
-    return &hold->m;
+    return result;
 }
 
 void sm_hook_done(struct sm_hook_hold *hold)
@@ -620,6 +699,8 @@ int sm_modules_start(struct sm *sm)
     api.put = api_put;
     api.del = api_del;
     api.each = api_each;
+    sm_on_restore(sm, caches_restored); /* the stores' contents were replaced */
+    if (loop_on_turn_end(sm->d->loop, LOOP_FLUSH, stores_committed, NULL) < 0) return -1;
     if (modules_load(&MS, &sm->d->conf, "xmpp-sm", 1, &api, err, sizeof err) < 0) {
         log_err("modules: %s", err);
         return -1;
@@ -630,9 +711,12 @@ int sm_modules_start(struct sm *sm)
 
 void sm_modules_stop(struct sm *sm)
 {
-    (void)sm;
+    loop_off_turn_end(sm->d->loop, stores_committed, NULL);
     modules_unload(&MS);
-    for (unsigned i = 0; i < nstores; i++) free(stores[i].name);
+    for (unsigned i = 0; i < nstores; i++) {
+        cache_clear(&stores[i]);
+        free(stores[i].name);
+    }
     nstores = 0;
 }
 

@@ -406,6 +406,8 @@ xmppd_start() {
 		echo "c2s_tls_listen = 127.0.0.1:$p2"
 		[ "$TLS" = none ] && echo "allow_plaintext_auth = true"
 		echo "domain = $DOMAIN"
+		# extra lines (e.g. a "modules" line), to compare configurations
+		[ -n "${XMPPD_EXTRA_CONF:-}" ] && printf '%s\n' "$XMPPD_EXTRA_CONF"
 	} >"$XMPPD_DIR/xmppd.conf"
 	XMPPD_CONF=$XMPPD_DIR/xmppd.conf
 	if ! timeout 60 "${SRV_PIN[@]}" "$XMPPCTL" -c "$XMPPD_CONF" start >"$XMPPD_DIR/start.log" 2>&1; then
