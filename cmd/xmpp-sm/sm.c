@@ -483,6 +483,12 @@ static void sm_stats(struct daemon *d, struct ctl_req *r)
     ctl_row(r, "store_commits\t%llu", st.commits);
     ctl_row(r, "store_writes\t%llu", st.writes);
     ctl_row(r, "store_failures\t%llu", st.failures);
+    /* every store of the shard (modules' too): commits per file */
+    for (unsigned i = 0; i < sm->nstores; i++) {
+        const char *f = store_file(sm->stores[i]);
+        store_get_stats(sm->stores[i], &st);
+        ctl_row(r, "store_commits_%.*s\t%llu", (int)(strlen(f) > 4 ? strlen(f) - 4 : strlen(f)), f, st.commits);
+    }
     sm_roster_stats(sm, r);
 }
 

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -346,6 +347,66 @@ def unknown_option():
     text = start_fails(bad, "ping.foo = 1")
     want = "%s:%d: module ping has no option 'foo'" % (bad.conf_path, line)
     check(want in text, "the message %r" % want, text[-2000:])
+
+
+def store_commits(s):
+    """sm-0's commits per store file, from `xmppctl stats`."""
+    out = {}
+    for line in s.ctl_ok("stats").splitlines():
+        f = line.split("\t")
+        if len(f) >= 3 and f[0] == "sm-0" and f[1].startswith("store_commits_"):
+            out[f[1][len("store_commits_"):]] = int(f[2])
+    return out
+
+
+@case("unregistering removes every module's data of the user: one user_removed walk, one commit per store "
+      "(vcard, private, privacy/blocking, bridge), and a new account of that name starts empty", timeout=60)
+async def removal_everywhere():
+    check(os.path.exists(os.path.join(MODDIR, "bridge.so")), "bridge.so from the earlier cases")
+    full = Server(modules="disco vcard private privacy blocking bridge", module_dir=MODDIR)
+    full.start()
+    try:
+        jid, pw = "zed@localhost", "pw-zed-mod"
+        full.register(jid, pw)
+
+        async def zed():
+            c = Client(full, jid + "/mod", pw)
+            await c.login()
+            return c
+
+        def ok(r, what):
+            eq(r.get("type"), "result", "%s (%s)" % (what, tostr(r)))
+
+        c = await zed()
+        ok(await c.iq("<iq type='set'><vCard xmlns='vcard-temp'><FN>Zed</FN></vCard></iq>"), "vcard set")
+        ok(await c.iq("<iq type='set'><query xmlns='jabber:iq:private'><z xmlns='urn:test:z'>1</z></query></iq>"),
+           "private set")
+        ok(await c.iq("<iq type='set'><block xmlns='urn:xmpp:blocking'><item jid='spam@example.net'/></block></iq>"),
+           "block")
+        ok(await c.iq(bridge_iq("set", "localhost", "<link jid='zed@irc.example.net'/>")), "bridge link")
+        await c.close()
+        time.sleep(0.5)  # zed's last presence written: nothing else moves now
+        before = store_commits(full)
+        for f in ("accounts", "vcard", "private", "privacy", "bridge"):
+            check(f in before, "store_commits_%s in xmppctl stats" % f, before)
+        full.ctl_ok("unregister", jid)
+        time.sleep(0.3)
+        after = store_commits(full)
+        for f in ("accounts", "vcard", "private", "privacy", "bridge"):
+            eq(after[f] - before[f], 1, "commits of %s.tdb for the removal" % f)
+        full.register(jid, pw)
+        c = await zed()
+        r = await c.iq("<iq type='get'><vCard xmlns='vcard-temp'/></iq>")
+        eq([e.tag for e in r.iter("{vcard-temp}FN")], [], "the new zed's vCard (%s)" % tostr(r))
+        r = await c.iq("<iq type='get'><query xmlns='jabber:iq:private'><z xmlns='urn:test:z'/></query></iq>")
+        eq([e.text for e in r.iter("{urn:test:z}z")], [None], "the new zed's private data (%s)" % tostr(r))
+        r = await c.iq("<iq type='get'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+        eq(list(r.iter("{urn:xmpp:blocking}item")), [], "the new zed's blocklist (%s)" % tostr(r))
+        r = await c.iq(bridge_iq("get", "localhost"))
+        eq([x.get("jid") for x in r.iter("{%s}link" % NS_BRIDGE)], [], "the new zed's link")
+        await c.close()
+    finally:
+        full.stop()
 
 
 @case("the server stops; its logs have no module errors")
