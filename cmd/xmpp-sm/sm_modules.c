@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 struct xm_stanza {
     struct sm *sm;
@@ -621,8 +620,6 @@ static int cmd_modules(struct sm *sm, int argc, char **argv, struct ctl_req *r)
     }
     return 0;
 }
-
-struct cmd_wait { struct ctl_req *r; };
 
 /* `mod NAME USER ARG...`: a module's per-user command. */
 static int cmd_mod(struct sm *sm, int argc, char **argv, struct ctl_req *r)
