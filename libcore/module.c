@@ -531,7 +531,7 @@ static int form_string(const char *xml, struct buf *out, char **form_type)
         buf_free(&fb);
     }
     if (!*form_type) goto out;
-    qsort(fields, n, sizeof *fields, cmp_str);
+    if (n > 1) qsort(fields, n, sizeof *fields, cmp_str);
     buf_adds(out, *form_type);
     buf_adds(out, "<");
     for (size_t i = 0; i < n; i++) buf_adds(out, fields[i] ? fields[i] : "");
@@ -555,8 +555,8 @@ int modules_caps_ver(struct mod_identity *ids, size_t n_ids, char **features, si
 {
     struct buf s = { 0 };
     int rc = -1;
-    qsort(ids, n_ids, sizeof *ids, cmp_id);
-    qsort(features, n_features, sizeof *features, cmp_str);
+    if (n_ids > 1) qsort(ids, n_ids, sizeof *ids, cmp_id); /* qsort(NULL, 0) is undefined */
+    if (n_features > 1) qsort(features, n_features, sizeof *features, cmp_str);
     /* §5.1 steps 2-4: category/type/lang/name< per identity, var< per feature */
     for (size_t i = 0; i < n_ids; i++)
         buf_addf(&s, "%s/%s/%s/%s<", ids[i].category, ids[i].type, ids[i].lang ? ids[i].lang : "", ids[i].name);
@@ -594,7 +594,8 @@ static int build_info(struct mod_vhost *vh)
     char ver[32];
     if (modules_caps_ver(vh->ids, vh->n_ids, vh->features.s, vh->features.n, vh->forms.s, vh->forms.n, ver) < 0)
         return -1;
-    qsort(vh->account_features.s, vh->account_features.n, sizeof *vh->account_features.s, cmp_str);
+    if (vh->account_features.n > 1)
+        qsort(vh->account_features.s, vh->account_features.n, sizeof *vh->account_features.s, cmp_str);
     buf_clear(&vh->info);
     for (size_t i = 0; i < vh->n_ids; i++) {
         const struct mod_identity *id = &vh->ids[i];

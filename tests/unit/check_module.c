@@ -124,8 +124,8 @@ START_TEST(test_load)
     ck_assert_ptr_nonnull(modules_iq(a, "urn:xmpp:ping", "ping"));
     ck_assert_ptr_null(modules_iq(b, "urn:xmpp:ping", "ping"));
     /* what is declared is what is listed, and the hashes differ */
-    ck_assert_ptr_nonnull(strstr(a->info.data, "urn:xmpp:ping"));
-    ck_assert_ptr_null(strstr(b->info.data, "urn:xmpp:ping"));
+    ck_assert_ptr_nonnull(strstr(buf_cstr(&a->info), "urn:xmpp:ping"));
+    ck_assert_ptr_null(strstr(buf_cstr(&b->info), "urn:xmpp:ping"));
     ck_assert_str_ne(a->caps_ver, b->caps_ver);
     ck_assert_uint_gt(strlen(a->caps_ver), 20);
     struct buf f = { 0 };
