@@ -393,6 +393,12 @@ static int no_roster(xm_host *h, const char *bare, const char *contact, char sub
 }
 static long long no_started(xm_host *h) { (void)h; return 0; }
 static int no_send_presence(xm_host *h, const char *full, const char *to) { (void)h; (void)full; (void)to; return -1; }
+static int no_each_roster_item(xm_host *h, const char *bare,
+                               void (*fn)(const char *, const char *, const char *, size_t, void *), void *arg)
+{
+    (void)h; (void)bare; (void)fn; (void)arg;
+    return -1;
+}
 static xm_store *no_store(xm_host *h, const char *name) { (void)h; (void)name; return NULL; }
 static int no_get(xm_store *s, const char *k, size_t kl, xm_buf *out) { (void)s; (void)k; (void)kl; (void)out; return -1; }
 static int no_put(xm_store *s, const char *k, size_t kl, const void *v, size_t vl)
@@ -475,6 +481,7 @@ void modules_api_init(struct xm_api *a)
     a->jid_normalize = api_jid_normalize;
     a->bare_jid = api_bare_jid;
     a->send_presence = no_send_presence;
+    a->each_roster_item = no_each_roster_item;
 }
 
 /* ---------------- disco#info and XEP-0115 ---------------- */

@@ -297,6 +297,40 @@ static int api_roster_item(xm_host *h, const char *bare, const char *contact, ch
     return rc;
 }
 
+struct roster_walk {
+    void (*fn)(const char *contact, const char *sub, const char *groups, size_t ngroups, void *arg);
+    void *arg;
+    struct buf groups;
+    int n;
+};
+
+static void roster_walk_one(void *value, void *arg)
+{
+    const struct ritem *it = value;
+    struct roster_walk *w = arg;
+    if (it->hidden) return;
+    int to = sub_has_to(it->state), from = sub_has_from(it->state);
+    buf_clear(&w->groups);
+    for (unsigned i = 0; i < it->ngroups; i++) buf_add(&w->groups, it->groups[i], strlen(it->groups[i]) + 1);
+    w->fn(it->jid, to && from ? "both" : to ? "to" : from ? "from" : "none", w->groups.data ? w->groups.data : "",
+          it->ngroups, w->arg);
+    w->n++;
+}
+
+static int api_each_roster_item(xm_host *h, const char *bare,
+                                void (*fn)(const char *, const char *, const char *, size_t, void *), void *arg)
+{
+    (void)h;
+    int err = 0;
+    struct roster *r = roster_get(&SM, bare, &err);
+    if (!r) return err ? -1 : 0;
+    struct roster_walk w = { fn, arg, { 0 }, 0 };
+    hmap_each(&r->items, roster_walk_one, &w);
+    buf_free(&w.groups);
+    roster_release(&SM, r);
+    return w.n;
+}
+
 static long long api_started(xm_host *h)
 {
     (void)h;
@@ -686,6 +720,7 @@ int sm_modules_start(struct sm *sm)
     api.iq_result = st_iq_result;
     api.send = api_send;
     api.send_presence = api_send_presence;
+    api.each_roster_item = api_each_roster_item;
     api.user_exists = api_user_exists;
     api.each_session = api_each_session;
     api.last_unavailable = api_last_unavailable;

@@ -275,6 +275,15 @@ struct xm_api {
      * this turn's commits: 1 sent, 0 when the session is not available,
      * -1 on error (XEP-0191 §3.4: presence again after an unblock). */
     int (*send_presence)(xm_host *h, const char *full, const char *to);
+    /* Call fn for every item of bare's roster (pending inbound requests
+     * not shown to the user excluded) with the contact's bare JID, its
+     * subscription ("none", "to", "from", "both") and its groups (each
+     * followed by a NUL byte, ngroups of them): the number of items, or -1
+     * on error. fn must not change the roster. */
+    int (*each_roster_item)(xm_host *h, const char *bare,
+                            void (*fn)(const char *contact, const char *sub, const char *groups, size_t ngroups,
+                                       void *arg),
+                            void *arg);
 };
 
 /* What a module exports. */
