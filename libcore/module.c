@@ -393,6 +393,22 @@ static int no_roster(xm_host *h, const char *bare, const char *contact, char sub
 }
 static long long no_started(xm_host *h) { (void)h; return 0; }
 static int no_send_presence(xm_host *h, const char *full, const char *to) { (void)h; (void)full; (void)to; return -1; }
+static xm_stanza *no_iq_keep(xm_stanza *iq) { (void)iq; return NULL; }
+static int no_ask_shards(xm_host *h, const char *q, size_t len,
+                         void (*done)(xm_host *, const char *const *, const size_t *, size_t, void *), void *arg)
+{
+    (void)h; (void)q; (void)len; (void)done; (void)arg;
+    return -1;
+}
+
+static int api_set_shard_handler(xm_host *h, int (*fn)(xm_host *, const char *, size_t, xm_buf *, void *),
+                                 void *data)
+{
+    h->shard_fn = fn;
+    h->shard_data = data;
+    return 0;
+}
+
 static int no_each_roster_item(xm_host *h, const char *bare,
                                void (*fn)(const char *, const char *, const char *, size_t, void *), void *arg)
 {
@@ -482,6 +498,9 @@ void modules_api_init(struct xm_api *a)
     a->bare_jid = api_bare_jid;
     a->send_presence = no_send_presence;
     a->each_roster_item = no_each_roster_item;
+    a->iq_keep = no_iq_keep;
+    a->ask_shards = no_ask_shards;
+    a->set_shard_handler = api_set_shard_handler;
 }
 
 /* ---------------- disco#info and XEP-0115 ---------------- */
@@ -841,6 +860,13 @@ const struct mod_fn *modules_cmd(const struct mod_vhost *vh, const char *name)
 {
     for (size_t i = 0; i < vh->n_cmds; i++)
         if (strcmp(vh->cmds[i].name, name) == 0) return &vh->cmds[i];
+    return NULL;
+}
+
+xm_host *modules_host(const struct mod_vhost *vh, const char *name)
+{
+    for (size_t i = 0; i < vh->n; i++)
+        if (strcmp(vh->mods[i]->mod->name, name) == 0) return vh->mods[i];
     return NULL;
 }
 

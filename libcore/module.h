@@ -75,6 +75,9 @@ struct xm_host {
     void *data;
     char *asked[32];          /* options read by init (unknown ones are errors) */
     size_t n_asked;
+    /* set_shard_handler: what it answers to ask_shards */
+    int (*shard_fn)(xm_host *h, const char *query, size_t len, xm_buf *out, void *data);
+    void *shard_data;
 };
 
 struct modules {
@@ -107,6 +110,8 @@ struct mod_vhost *modules_vhost(const struct modules *ms, const char *domain, si
 const struct mod_iq *modules_iq(const struct mod_vhost *vh, const char *ns, const char *name);
 /* The command called name on vh, or NULL. */
 const struct mod_fn *modules_cmd(const struct mod_vhost *vh, const char *name);
+/* The module called name on vh, or NULL. */
+xm_host *modules_host(const struct mod_vhost *vh, const char *name);
 /* 1 if module name is loaded on vh. */
 int modules_has(const struct mod_vhost *vh, const char *name);
 /* The name of a hook ("user_send_packet"). */

@@ -66,6 +66,8 @@ static const struct type_schema schemas[MSG_TYPE_END] = {
     [MSG_CTL_REPLY] = { "CTL_REPLY", 3, 0, { T(64 * 1024), B(BODY_MAX), T(64 * 1024) } },
     [MSG_ACCOUNT_CHANGE] = { "ACCOUNT_CHANGE", 5, 0, ROUTED(1, 0) },
     [MSG_ACCOUNT_RESULT] = { "ACCOUNT_RESULT", 5, 0, ROUTED(0, 1) },
+    [MSG_MODULE_ASK] = { "MODULE_ASK", 5, 0, ROUTED(1, 1) },
+    [MSG_MODULE_ANSWER] = { "MODULE_ANSWER", 5, 0, ROUTED(1, 1) },
 };
 
 static const char *const kind_names[KIND_END] = { "none", "message", "presence", "iq", "other" };

@@ -30,7 +30,7 @@
 /* Versions of this protocol a peer speaks; exchanged in MSG_HELLO.
  * Bump MAX when a type is added or a schema changes. */
 #define MSG_PROTO_MIN 1
-#define MSG_PROTO_MAX 3 /* 2: MSG_CONN_BOUND; 3: MSG_CONN_BOUND with MSG_F_AUTHED, MSG_ACCOUNT_* */
+#define MSG_PROTO_MAX 4 /* 2: MSG_CONN_BOUND; 3: MSG_CONN_BOUND with MSG_F_AUTHED, MSG_ACCOUNT_*; 4: MSG_MODULE_* */
 
 #define MSG_HEADER_LEN 32
 #define MSG_MAX_FIELDS 6
@@ -85,6 +85,12 @@ enum msg_type {
     MSG_ACCOUNT_CHANGE = 66, /* c2s -> sm: id=conn num=enum account_op f0=bare JID
                                 f4=authPassword lines (create, passwd; empty for remove) */
     MSG_ACCOUNT_RESULT = 67, /* sm -> c2s: id=conn num=0 or enum stanza_error f1=bare JID, after the commit */
+
+    /* sm -> sm through the router (dest = "sm-K"), five fields; protocol >= 4:
+     * a module asks the same module on every shard (xm_api ask_shards) */
+    MSG_MODULE_ASK = 68,     /* id=request f0=module name f1=domain f2=dest f3=origin f4=query */
+    MSG_MODULE_ANSWER = 69,  /* id=request num=0 answered, 1 no such module here f0=module name
+                                f1=domain f2=dest (the asking shard) f3=origin f4=answer */
 
     MSG_TYPE_END
 };

@@ -290,6 +290,31 @@ static void route_account(struct router *r, const struct msg *m)
                s->name, p->proto_max);
 }
 
+/* MODULE_ASK came with protocol 4: a shard speaking less would drop the
+ * whole frame it arrived in, so the router answers for it ("no such
+ * module here"), and the asking module goes on without that shard. */
+static void route_module_ask(struct router *r, const struct msg *m)
+{
+    char dest[PEER_NAME_MAX], origin[PEER_NAME_MAX];
+    const struct peer_info *p =
+        msg_str(m, 2, dest, sizeof dest) ? peer_server_find(r->peers, dest) : NULL;
+    if (!p || p->proto_max >= 4 || !msg_str(m, 3, origin, sizeof origin) || !peer_server_find(r->peers, origin)) {
+        route_to_dest(r, m);
+        return;
+    }
+    struct msg a;
+    msg_init(&a, MSG_MODULE_ANSWER);
+    a.id = m->id;
+    a.num = 1;
+    a.f[0] = m->f[0];
+    a.f[1] = m->f[1];
+    msg_set(&a, 2, origin);
+    msg_set(&a, 3, dest);
+    ipc_send(r->ipc, origin, &a);
+    log_notice("route: MODULE_ASK of module %.*s to %s answered by the router: it speaks protocol %u < 4",
+               (int)m->f[0].n, m->f[0].p, dest, p->proto_max);
+}
+
 static void on_record(ipc_t *ipc, const char *peer, const struct msg *m, void *arg)
 {
     struct router *r = arg;
@@ -319,12 +344,16 @@ static void on_record(ipc_t *ipc, const char *peer, const struct msg *m, void *a
     case MSG_ACCOUNT_CHANGE:
         route_account(r, m);
         return;
+    case MSG_MODULE_ASK:
+        route_module_ask(r, m);
+        return;
     case MSG_DELIVER:
     case MSG_AUTH_RESULT:
     case MSG_SESSION_BOUND:
     case MSG_SESSION_KICK:
     case MSG_RESYNC_DONE:
     case MSG_ACCOUNT_RESULT:
+    case MSG_MODULE_ANSWER:
         route_to_dest(r, m);
         return;
     default:

@@ -181,6 +181,12 @@ static void on_record(ipc_t *ipc, const char *peer, const struct msg *m, void *a
     case MSG_ACCOUNT_CHANGE:
         sm_account_change(sm, m);
         break;
+    case MSG_MODULE_ASK:
+        sm_modules_ask(sm, m);
+        break;
+    case MSG_MODULE_ANSWER:
+        sm_modules_answer(sm, m);
+        break;
     case MSG_SESSION_BIND:
         sm_session_bind(sm, m);
         break;

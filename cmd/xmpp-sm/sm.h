@@ -175,6 +175,10 @@ void sm_hook_event(struct sm *sm, enum xm_hook hook, const char *jid);
 /* An IQ get/set for the server (for_user 0) or an account: 1 if a module
  * handler took it (and answered), 0 if none is registered. */
 int sm_modules_iq(struct sm *sm, const struct msg *m, const xml_node_t *iq, const xml_node_t *payload, int for_user);
+/* A module's question from another shard (MSG_MODULE_ASK): answered at once. */
+void sm_modules_ask(struct sm *sm, const struct msg *m);
+/* An answer to one of ours (MSG_MODULE_ANSWER). */
+void sm_modules_answer(struct sm *sm, const struct msg *m);
 /* `modules [HOST]` and `mod COMMAND USER ARG...`; -1 if not ours. */
 int sm_modules_ctl(struct sm *sm, int argc, char **argv, struct ctl_req *r);
 

@@ -30,6 +30,9 @@ struct xm_stanza {
     xm_host *h;               /* the running handler's */
     int stopped_with_error;   /* error() was called */
     int answered;             /* IQ: a result or error was sent */
+    int kept;                 /* a copy made by iq_keep: freed when answered */
+    int given_away;           /* iq_keep made a copy: that one answers */
+    struct buf text;          /* api->text's NUL-terminated copy */
     char what[128];           /* what the handler did, for the trace */
 };
 
@@ -63,7 +66,8 @@ static void st_init(xm_stanza *st, struct sm *sm, const struct msg *m)
     memset(st, 0, offsetof(xm_stanza, from));
     st->sm = sm;
     st->cur = *m;
-    st->stopped_with_error = st->answered = 0;
+    st->stopped_with_error = st->answered = st->kept = st->given_away = 0;
+    st->text = (struct buf){ 0 };
     st->what[0] = '\0';
     if (!msg_str(m, 0, st->from, sizeof st->from)) st->from[0] = '\0';
     if (!msg_str(m, 1, st->to, sizeof st->to)) st->to[0] = '\0';
@@ -79,6 +83,16 @@ static void st_free(xm_stanza *st)
 {
     xml_free(st->x);
     buf_free(&st->body);
+    buf_free(&st->text);
+}
+
+/* A kept IQ was answered: its outputs go, and so does it. */
+static void kept_done(xm_stanza *st)
+{
+    if (!st->kept) return;
+    handler_done(st->sm);
+    st_free(st);
+    free(st);
 }
 
 static enum xm_kind st_kind(const xm_stanza *st)
@@ -91,8 +105,13 @@ static const char *st_to(const xm_stanza *st) { return st->to; }
 static xm_host *st_host(const xm_stanza *st) { return st->h; }
 static const char *st_text(const xm_stanza *st, size_t *len)
 {
-    if (len) *len = st->cur.f[4].n;
-    return st->cur.f[4].p; /* record fields are NUL-terminated in the frame */
+    /* record fields are views into the frame, not NUL-terminated */
+    xm_stanza *w = (xm_stanza *)(uintptr_t)st;
+    buf_clear(&w->text);
+    buf_add(&w->text, st->cur.f[4].p, st->cur.f[4].n);
+    const char *t = buf_cstr(&w->text);
+    if (len) *len = t ? w->text.len : 0;
+    return t ? t : "";
 }
 
 static const xm_node *st_xml(xm_stanza *st)
@@ -177,6 +196,7 @@ static void st_error(xm_stanza *st, const char *cond, const char *text, const ch
     }
 out:
     buf_free(&out);
+    kept_done(st);
 }
 
 static void st_iq_result(xm_stanza *st, const char *payload)
@@ -205,6 +225,34 @@ static void st_iq_result(xm_stanza *st, const char *payload)
     }
     if (!b.oom) later_send(later(), KIND_IQ, STYPE_RESULT, st->to, st->from, b.data, b.len, trace_id_of(&st->cur));
     buf_free(&b);
+    kept_done(st);
+}
+
+static xm_stanza *st_iq_keep(xm_stanza *iq)
+{
+    if (iq->kept || iq->given_away || iq->answered || iq->cur.kind != KIND_IQ) return NULL;
+    xm_stanza *k = malloc(sizeof *k);
+    if (!k) return NULL;
+    memcpy(k, iq, sizeof *k);
+    k->x = NULL;
+    k->parsed = 0;
+    k->text = (struct buf){ 0 };
+    k->body = (struct buf){ 0 };
+    buf_add(&k->body, iq->cur.f[4].p, iq->cur.f[4].n);
+    if (k->body.oom) {
+        buf_free(&k->body);
+        free(k);
+        return NULL;
+    }
+    /* the frame the record points into is gone after this turn */
+    msg_set(&k->cur, 0, k->from);
+    msg_set(&k->cur, 1, k->to);
+    msg_set(&k->cur, 2, "");
+    msg_set(&k->cur, 3, "");
+    msg_setn(&k->cur, 4, k->body.data, k->body.len);
+    k->kept = 1;
+    iq->given_away = 1;
+    return k;
 }
 
 /* ---------------- sending, users ---------------- */
@@ -618,7 +666,7 @@ int sm_modules_iq(struct sm *sm, const struct msg *m, const xml_node_t *iq, cons
     st_init(st, sm, m);
     st->h = q->h;
     q->fn(st, (const xm_node *)(const void *)payload, q->data);
-    if (!st->answered) {
+    if (!st->answered && !st->given_away) {
         log_err("module %s: IQ handler for %s answered nothing; internal-server-error sent", q->h->mod->name, q->ns);
         st_error(st, "internal-server-error", NULL, NULL);
     }
@@ -633,6 +681,160 @@ int sm_modules_iq(struct sm *sm, const struct msg *m, const xml_node_t *iq, cons
     st_free(st);
     free(st);
     return 1;
+}
+
+/* ---------------- asking the other shards ---------------- */
+
+#define ASK_TIMEOUT_MS 5000
+
+/* One ask_shards in flight. */
+struct ask {
+    struct ask *next;
+    uint64_t id;
+    xm_host *h;
+    void (*done)(xm_host *h, const char *const *answers, const size_t *lens, size_t n, void *arg);
+    void *arg;
+    unsigned n, got;
+    char **answers;          /* n slots, NULL until answered */
+    size_t *lens;
+    loop_timer_t *timer;
+};
+static struct ask *asks;
+static uint64_t next_ask_id;
+
+static void ask_finish(struct ask *a)
+{
+    struct ask **pp = &asks;
+    while (*pp && *pp != a) pp = &(*pp)->next;
+    if (*pp) *pp = a->next;
+    if (a->timer) loop_timer_cancel(SM.d->loop, a->timer);
+    a->done(a->h, (const char *const *)a->answers, a->lens, a->n, a->arg);
+    handler_done(&SM);
+    for (unsigned i = 0; i < a->n; i++) free(a->answers[i]);
+    free(a->answers);
+    free(a->lens);
+    free(a);
+}
+
+static void ask_timeout(loop_t *loop, void *arg)
+{
+    (void)loop;
+    struct ask *a = arg;
+    a->timer = NULL;
+    if (a->got < a->n)
+        log_warn("module %s: %u of %u shards answered within %d ms; going on without the others", a->h->mod->name,
+                 a->got, a->n, ASK_TIMEOUT_MS);
+    ask_finish(a);
+}
+
+/* This shard's own answer to a question (ours or another shard's). */
+static int answer_here(xm_host *h, const char *q, size_t len, struct buf *out)
+{
+    if (!h || !h->shard_fn) return -1;
+    xm_buf b = { 0 };
+    int rc = h->shard_fn(h, q, len, &b, h->shard_data);
+    if (rc == 0 && !b.b.oom) *out = b.b;
+    else buf_free(&b.b);
+    return rc == 0 && !b.b.oom ? 0 : -1;
+}
+
+static void ask_store(struct ask *a, unsigned shard, const char *p, size_t n)
+{
+    if (shard >= a->n || a->answers[shard]) return;
+    char *copy = malloc(n + 1);
+    if (!copy) return;
+    memcpy(copy, p, n);
+    copy[n] = '\0';
+    a->answers[shard] = copy;
+    a->lens[shard] = n;
+    a->got++;
+}
+
+static int api_ask_shards(xm_host *h, const char *query, size_t len,
+                          void (*done)(xm_host *, const char *const *, const size_t *, size_t, void *), void *arg)
+{
+    struct sm *sm = &SM;
+    unsigned n = sm->d->conf.sm_shards;
+    struct ask *a = calloc(1, sizeof *a);
+    if (!a || !(a->answers = calloc(n, sizeof *a->answers)) || !(a->lens = calloc(n, sizeof *a->lens))) goto fail;
+    a->id = ++next_ask_id;
+    a->h = h;
+    a->done = done;
+    a->arg = arg;
+    a->n = n;
+    struct buf mine = { 0 };
+    if (answer_here(h, query, len, &mine) == 0) ask_store(a, sm->shard, mine.data ? mine.data : "", mine.len);
+    buf_free(&mine);
+    for (unsigned k = 0; k < n; k++) {
+        if (k == sm->shard) continue;
+        char dest[PEER_NAME_MAX];
+        snprintf(dest, sizeof dest, "sm-%u", k);
+        struct msg m;
+        msg_init(&m, MSG_MODULE_ASK);
+        m.id = a->id;
+        msg_set(&m, 0, h->mod->name);
+        msg_set(&m, 1, h->vh->domain);
+        msg_set(&m, 2, dest);
+        msg_set(&m, 3, sm->d->instance);
+        msg_setn(&m, 4, query, len);
+        ipc_send(sm->router, NULL, &m);
+    }
+    /* all answers here (one shard): still later, as promised */
+    a->timer = loop_timer_add(sm->d->loop, a->got == n ? 0 : ASK_TIMEOUT_MS, ask_timeout, a);
+    if (!a->timer) goto fail;
+    a->next = asks;
+    asks = a;
+    return 0;
+fail:
+    if (a) {
+        for (unsigned i = 0; a->answers && i < a->n; i++) free(a->answers[i]);
+        free(a->answers);
+        free(a->lens);
+        free(a);
+    }
+    return -1;
+}
+
+void sm_modules_ask(struct sm *sm, const struct msg *m)
+{
+    char name[64], domain[JID_STR_MAX], origin[PEER_NAME_MAX];
+    if (!msg_str(m, 0, name, sizeof name) || !msg_str(m, 1, domain, sizeof domain) ||
+        !msg_str(m, 3, origin, sizeof origin)) {
+        log_warn("MODULE_ASK with unusable fields dropped");
+        return;
+    }
+    struct mod_vhost *vh = modules_vhost(&MS, domain, strlen(domain));
+    struct buf out = { 0 };
+    int rc = answer_here(vh ? modules_host(vh, name) : NULL, m->f[4].p, m->f[4].n, &out);
+    handler_done(sm);
+    if (rc < 0) log_notice("MODULE_ASK from %s: module %s on %s does not answer here", origin, name, domain);
+    struct msg a;
+    msg_init(&a, MSG_MODULE_ANSWER);
+    a.id = m->id;
+    a.num = rc < 0;
+    msg_set(&a, 0, name);
+    msg_set(&a, 1, domain);
+    msg_set(&a, 2, origin);
+    msg_set(&a, 3, sm->d->instance);
+    msg_setn(&a, 4, out.data ? out.data : "", out.len);
+    ipc_send(sm->router, NULL, &a);
+    buf_free(&out);
+}
+
+void sm_modules_answer(struct sm *sm, const struct msg *m)
+{
+    (void)sm;
+    char origin[PEER_NAME_MAX];
+    struct ask *a = asks;
+    while (a && a->id != m->id) a = a->next;
+    int k = msg_str(m, 3, origin, sizeof origin) ? daemon_instance_number(origin) : -1;
+    if (!a || k < 0 || strncmp(origin, "sm-", 3) != 0) {
+        log_debug("MODULE_ANSWER %llu: no such question (late, after its timeout?)", (unsigned long long)m->id);
+        return;
+    }
+    if (m->num == 0) ask_store(a, (unsigned)k, m->f[4].p, m->f[4].n);
+    else a->got++; /* answered as missing */
+    if (a->got >= a->n) ask_finish(a);
 }
 
 /* ---------------- control commands ---------------- */
@@ -721,6 +923,8 @@ int sm_modules_start(struct sm *sm)
     api.send = api_send;
     api.send_presence = api_send_presence;
     api.each_roster_item = api_each_roster_item;
+    api.iq_keep = st_iq_keep;
+    api.ask_shards = api_ask_shards;
     api.user_exists = api_user_exists;
     api.each_session = api_each_session;
     api.last_unavailable = api_last_unavailable;

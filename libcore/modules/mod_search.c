@@ -13,7 +13,9 @@
  * full count, and a client can page on with <after/> and <before/>.
  *
  * Only users of the host's own domain may search it: it is the
- * directory of that domain's people, not a way for anyone to list them. */
+ * directory of that domain's people, not a way for anyone to list them.
+ * The vCards are spread over the shards: every shard searches its own
+ * (see "between shards" below). */
 #include "xmppd/module.h"
 
 #include <stdlib.h>
@@ -259,7 +261,41 @@ static int matches(struct query *q, const char *f[NFIELDS], const size_t fl[NFIE
     return 1;
 }
 
-/* store->each: one vCard record. */
+/* Offer a match to the page: it keeps the max smallest JIDs after
+ * 'after' (forward) or the max largest before 'before' (backward). The
+ * caller has counted it. 0, or 1 when memory ran out. */
+static int page_offer(struct query *q, const char *key, size_t klen, const char *f[NFIELDS], const size_t fl[NFIELDS])
+{
+    if (!q->before) {
+        if (q->n == q->max && (q->max == 0 || cmp_key(key, klen, q->hits[q->n - 1].jid) >= 0))
+            return 0;
+        struct hit h = make_hit(key, klen, f, fl);
+        if (!h.jid) {
+            q->oom = 1;
+            return 1;
+        }
+        if (q->n == q->max)
+            free(q->hits[--q->n].jid);
+        insert_hit(q, h);
+    } else {
+        if (q->n == q->max && (q->max == 0 || cmp_key(key, klen, q->hits[0].jid) <= 0))
+            return 0;
+        struct hit h = make_hit(key, klen, f, fl);
+        if (!h.jid) {
+            q->oom = 1;
+            return 1;
+        }
+        if (q->n == q->max) {
+            free(q->hits[0].jid);
+            memmove(q->hits, q->hits + 1, (q->n - 1) * sizeof *q->hits);
+            q->n--;
+        }
+        insert_hit(q, h);
+    }
+    return 0;
+}
+
+/* store->each: one vCard record of this shard. */
 static int visit(const char *key, size_t klen, const char *val, size_t vlen, void *arg)
 {
     struct query *q = arg;
@@ -275,39 +311,180 @@ static int visit(const char *key, size_t klen, const char *val, size_t vlen, voi
         return q->oom;
     q->count++;
     if (!q->before) {
-        /* forward: the max smallest JIDs after 'after' */
+        /* forward: what comes up to 'after' only counts */
         if (q->after && cmp_key(key, klen, q->after) <= 0) {
             q->ahead++;
             return 0;
         }
-        if (q->n == q->max && (q->max == 0 || cmp_key(key, klen, q->hits[q->n - 1].jid) >= 0))
-            return 0;
-        struct hit h = make_hit(key, klen, f, fl);
-        if (!h.jid) {
-            q->oom = 1;
-            return 1;
-        }
-        if (q->n == q->max)
-            free(q->hits[--q->n].jid);
-        insert_hit(q, h);
     } else {
-        /* backward: the max largest JIDs before 'before' ("" = the end) */
+        /* backward ("" = from the end): what comes from 'before' on is out */
         if (*q->before && cmp_key(key, klen, q->before) >= 0)
             return 0;
         q->ahead++;
-        if (q->n == q->max && (q->max == 0 || cmp_key(key, klen, q->hits[0].jid) <= 0))
+    }
+    return page_offer(q, key, klen, f, fl);
+}
+
+/* ---------------- between shards ----------------
+ *
+ * Every shard holds the vCards of its own users, so a search asks the
+ * module on every shard (api->ask_shards): each scans its store and
+ * answers its own page and counts; the shard that got the IQ merges the
+ * pages the way one scan over all of them would have.
+ *
+ * Wire forms (strings as "LEN:BYTES\n", "-\n" for none):
+ *   question: first last nick email after before, then "MAX\n"
+ *   answer:   "COUNT AHEAD\n", then jid first last nick email per match */
+
+static void put_str(const struct xm_api *api, xm_buf *b, const char *s, size_t n)
+{
+    if (!s) {
+        api->buf_add(b, "-\n", 2);
+        return;
+    }
+    api->buf_addf(b, "%zu:", n);
+    api->buf_add(b, s, n);
+    api->buf_add(b, "\n", 1);
+}
+
+/* One string of the wire form: 1 with *s, *n (*s NULL for "-"), 0 bad. */
+static int get_str(const char **p, const char *end, const char **s, size_t *n)
+{
+    if (*p < end && **p == '-') {
+        if (*p + 1 >= end || (*p)[1] != '\n')
             return 0;
-        struct hit h = make_hit(key, klen, f, fl);
-        if (!h.jid) {
-            q->oom = 1;
-            return 1;
-        }
-        if (q->n == q->max) {
-            free(q->hits[0].jid);
-            memmove(q->hits, q->hits + 1, (q->n - 1) * sizeof *q->hits);
-            q->n--;
-        }
-        insert_hit(q, h);
+        *s = NULL;
+        *n = 0;
+        *p += 2;
+        return 1;
+    }
+    size_t len = 0;
+    const char *q = *p;
+    while (q < end && *q >= '0' && *q <= '9' && len < (1u << 24))
+        len = len * 10 + (size_t)(*q++ - '0');
+    if (q == *p || q >= end || *q != ':' || (size_t)(end - q - 1) < len + 1 || q[1 + len] != '\n')
+        return 0;
+    *s = q + 1;
+    *n = len;
+    *p = q + 2 + len;
+    return 1;
+}
+
+static char *dup_n(const char *s, size_t n, int *oom)
+{
+    if (!s)
+        return NULL;
+    char *d = malloc(n + 1);
+    if (!d) {
+        *oom = 1;
+        return NULL;
+    }
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+/* The question of a search: criteria, paging. */
+static void encode_question(const struct xm_api *api, xm_buf *b, const struct query *q)
+{
+    for (int i = 0; i < NFIELDS; i++)
+        put_str(api, b, q->want[i], q->want[i] ? strlen(q->want[i]) : 0);
+    put_str(api, b, q->after, q->after ? strlen(q->after) : 0);
+    put_str(api, b, q->before, q->before ? strlen(q->before) : 0);
+    api->buf_addf(b, "%zu\n", q->max);
+}
+
+/* Fill q from a question; the strings are allocated into *own (freed by
+ * the caller). 0, or -1 if it is malformed. */
+static int decode_question(const char *p, size_t len, struct query *q, char *own[2])
+{
+    const char *end = p + len, *s;
+    size_t n;
+    int oom = 0;
+    for (int i = 0; i < NFIELDS; i++) {
+        if (!get_str(&p, end, &s, &n))
+            return -1;
+        q->want[i] = dup_n(s, n, &oom);
+    }
+    for (int k = 0; k < 2; k++) {
+        if (!get_str(&p, end, &s, &n))
+            return -1;
+        own[k] = dup_n(s, n, &oom);
+    }
+    q->after = own[0];
+    q->before = own[1];
+    char *e;
+    unsigned long max = strtoul(p, &e, 10);
+    if (e == p || e >= end || *e != '\n' || max > 200 || oom)
+        return -1;
+    q->max = max;
+    return 0;
+}
+
+/* set_shard_handler: this shard's page and counts for a question. */
+static int on_shard_question(xm_host *h, const char *query, size_t len, xm_buf *out, void *data)
+{
+    (void)h;
+    struct search *s = data;
+    const struct xm_api *api = s->api;
+    struct query q = { 0 };
+    char *own[2] = { NULL, NULL };
+    int rc = -1;
+    q.s = s;
+    q.domain = api->domain(s->h);
+    q.dlen = strlen(q.domain);
+    if (decode_question(query, len, &q, own) < 0) {
+        api->log(s->h, 4, "a malformed search question from another shard was ignored");
+        goto out;
+    }
+    if (q.max && !(q.hits = calloc(q.max, sizeof *q.hits)))
+        goto out;
+    if (api->each(s->store, "", 0, visit, &q) < 0 || q.oom)
+        goto out;
+    api->buf_addf(out, "%ld %ld\n", q.count, q.ahead);
+    for (size_t i = 0; i < q.n; i++) {
+        put_str(api, out, q.hits[i].jid, strlen(q.hits[i].jid));
+        for (int k = 0; k < NFIELDS; k++)
+            put_str(api, out, q.hits[i].f[k], strlen(q.hits[i].f[k]));
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < q.n; i++)
+        free(q.hits[i].jid);
+    free(q.hits);
+    for (int i = 0; i < NFIELDS; i++)
+        free(q.want[i]);
+    free(q.fold);
+    free(own[0]);
+    free(own[1]);
+    return rc;
+}
+
+/* Merge one shard's answer into q: 0, or -1 if it is malformed. */
+static int merge_answer(struct query *q, const char *p, size_t len)
+{
+    const char *end = p + len;
+    char *e;
+    long count = strtol(p, &e, 10);
+    if (e == p || e >= end || *e != ' ')
+        return -1;
+    p = e + 1;
+    long ahead = strtol(p, &e, 10);
+    if (e == p || e >= end || *e != '\n' || count < 0 || ahead < 0)
+        return -1;
+    p = e + 1;
+    q->count += count;
+    q->ahead += ahead;
+    while (p < end) {
+        const char *jid, *f[NFIELDS];
+        size_t jl, fl[NFIELDS];
+        if (!get_str(&p, end, &jid, &jl) || !jid)
+            return -1;
+        for (int k = 0; k < NFIELDS; k++)
+            if (!get_str(&p, end, &f[k], &fl[k]) || !f[k])
+                return -1;
+        if (page_offer(q, jid, jl, f, fl))
+            return -1;
     }
     return 0;
 }
@@ -504,6 +681,54 @@ static int local_sender(struct search *s, xm_stanza *iq)
     return n == strlen(domain) && memcmp(at + 1, domain, n) == 0;
 }
 
+/* A search waiting for the shards' answers. */
+struct pending {
+    struct search *s;
+    xm_stanza *iq;           /* kept (api->iq_keep) */
+    int form, rsm, backward;
+    size_t max;
+};
+
+/* ask_shards is done: merge, answer the kept IQ. */
+static void on_answers(xm_host *h, const char *const *answers, const size_t *lens, size_t n, void *arg)
+{
+    (void)h;
+    struct pending *pd = arg;
+    struct search *s = pd->s;
+    const struct xm_api *api = s->api;
+    struct query q = { 0 };
+    static const char end_mark[] = "";
+    size_t missing = 0;
+    q.s = s;
+    q.max = pd->max;
+    q.before = pd->backward ? end_mark : NULL; /* page_offer only asks which way */
+    if (q.max && !(q.hits = calloc(q.max, sizeof *q.hits))) {
+        api->error(pd->iq, "internal-server-error", NULL, NULL);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!answers[i]) {
+            missing++;
+            continue;
+        }
+        if (merge_answer(&q, answers[i], lens[i]) < 0 || q.oom) {
+            api->log(s->h, 3, "a shard's search answer is malformed");
+            missing++;
+        }
+    }
+    if (missing) {
+        /* a directory that silently leaves people out is worse than none */
+        api->error(pd->iq, "internal-server-error", "The directory is incomplete: a shard did not answer", NULL);
+        goto out;
+    }
+    answer_results(s, pd->iq, &q, pd->form, pd->rsm);
+out:
+    for (size_t i = 0; i < q.n; i++)
+        free(q.hits[i].jid);
+    free(q.hits);
+    free(pd);
+}
+
 static void on_search(xm_stanza *iq, const xm_node *payload, void *data)
 {
     struct search *s = data;
@@ -540,15 +765,29 @@ static void on_search(xm_stanza *iq, const xm_node *payload, void *data)
         api->error(iq, "not-acceptable", "Fill in at least one field", NULL);
         goto out;
     }
-    if (q.max && !(q.hits = calloc(q.max, sizeof *q.hits))) {
+    struct pending *pd = calloc(1, sizeof *pd);
+    xm_buf *question = api->buf_new();
+    if (!pd || !question) {
+        free(pd);
+        api->buf_free(question);
         api->error(iq, "internal-server-error", NULL, NULL);
         goto out;
     }
-    if (api->each(s->store, "", 0, visit, &q) < 0 || q.oom) {
-        api->error(iq, "internal-server-error", NULL, NULL);
-        goto out;
+    encode_question(api, question, &q);
+    size_t qlen;
+    const char *qtext = api->buf_data(question, &qlen);
+    pd->s = s;
+    pd->form = api->child(payload, "x", NS_DATA) != NULL;
+    pd->rsm = set != NULL;
+    pd->max = q.max;
+    pd->backward = q.before != NULL;
+    pd->iq = qtext ? api->iq_keep(iq) : NULL;
+    if (!pd->iq || api->ask_shards(s->h, qtext, qlen, on_answers, pd) < 0) {
+        if (pd->iq) api->error(pd->iq, "internal-server-error", NULL, NULL);
+        else api->error(iq, "internal-server-error", NULL, NULL);
+        free(pd);
     }
-    answer_results(s, iq, &q, api->child(payload, "x", NS_DATA) != NULL, set != NULL);
+    api->buf_free(question);
 out:
     for (size_t i = 0; i < q.n; i++)
         free(q.hits[i].jid);
@@ -590,6 +829,8 @@ static int search_init(xm_host *h, const struct xm_api *api)
         api->log(h, 3, "cannot open the store vcard");
         return -1;
     }
+    if (api->set_shard_handler(h, on_shard_question, s) < 0)
+        return -1;
     return api->add_iq_handler(h, NS_SEARCH, "query", XM_IQ_SERVER | XM_IQ_GET | XM_IQ_SET, on_search, s);
 }
 

@@ -284,6 +284,24 @@ struct xm_api {
                             void (*fn)(const char *contact, const char *sub, const char *groups, size_t ngroups,
                                        void *arg),
                             void *arg);
+
+    /* ---- deferred answers and the other shards (xmpp-sm) ---- */
+    /* Keep an IQ get/set to answer after the handler has returned: the
+     * copy returned stays valid until it is answered with iq_result() or
+     * error(), which free it. NULL on OOM (answer the original then). */
+    xm_stanza *(*iq_keep)(xm_stanza *iq);
+    /* Ask this module on every shard (sm_shards of them, this one too) for
+     * the host: each answers query with the handler it set with
+     * set_shard_handler. done runs once, later (never inside ask_shards),
+     * with n answers in shard order; an answer that did not come within
+     * five seconds is NULL with length 0. 0, or -1 (done will not run). */
+    int (*ask_shards)(xm_host *h, const char *query, size_t len,
+                      void (*done)(xm_host *h, const char *const *answers, const size_t *lens, size_t n, void *arg),
+                      void *arg);
+    /* What this module answers to ask_shards: fn writes the answer to out
+     * and returns 0 (or -1: answered as missing). */
+    int (*set_shard_handler)(xm_host *h, int (*fn)(xm_host *h, const char *query, size_t len, xm_buf *out, void *data),
+                             void *data);
 };
 
 /* What a module exports. */

@@ -27,8 +27,10 @@ NS_INFO = "http://jabber.org/protocol/disco#info"
 OTHER = "other.localhost"
 MAX_RESULTS = 3
 
-# the modules of this file only; other.localhost goes without search
-srv = Server(domains=("localhost", OTHER), modules="disco ping vcard search",
+# the modules of this file only; other.localhost goes without search; two
+# shards, so that the users and their vCards are spread over both and every
+# search below is merged from two shards' answers (api->ask_shards)
+srv = Server(domains=("localhost", OTHER), modules="disco ping vcard search", sm_shards="2",
              **{"vcard.max_size": "2K", "search.max_results": str(MAX_RESULTS)})
 with open(srv.conf_path, "a") as f:
     f.write("[host %s]\nmodules_disabled = search\n" % OTHER)
@@ -36,6 +38,14 @@ with open(srv.conf_path, "a") as f:
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "gina")
 PW = {u: "pw-%s-vc" % u for u in USERS}
 clients = {}
+
+
+def shard_of(bare, n=2):
+    """jid_shard(): FNV-1a 64 of the bare JID, modulo the shards."""
+    h = 14695981039346656037
+    for c in bare.encode():
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h % n
 
 
 def J(u, domain="localhost"):
@@ -90,10 +100,11 @@ def expect_error(el, cond, what, etype=None):
         eq(t, etype, what + ": error type")
 
 
-async def search(c, to="localhost", rsm="", **crit):
+async def search(c, to="localhost", rsm="", iq_timeout=5.0, **crit):
     """A plain XEP-0055 search: (iq element, [(jid, first, last, nick, email)], <set/> or None)."""
     body = "".join("<%s>%s</%s>" % (k, v, k) for k, v in crit.items())
-    r = await c.iq("<iq type='set' to='%s'><query xmlns='%s'>%s%s</query></iq>" % (to, NS_S, body, rsm))
+    r = await c.iq("<iq type='set' to='%s'><query xmlns='%s'>%s%s</query></iq>" % (to, NS_S, body, rsm),
+                   timeout=iq_timeout)
     q = r.find("{%s}query" % NS_S)
     if r.get("type") != "result" or q is None:
         return r, None, None
@@ -115,6 +126,7 @@ async def start():
         srv.register(J(u), PW[u])
     srv.register(J("olga", OTHER), "pw-olga-vc")
     PW["olga"] = "pw-olga-vc"
+    eq(sorted({shard_of(J(u)) for u in USERS}), [0, 1], "the users of localhost are on both shards")
     for u in ("alice", "bob", "carol", "dave"):
         clients[u] = await login(u)
     clients["olga"] = await login("olga", OTHER)
@@ -367,6 +379,19 @@ async def ctl_vcard():
     eq(rc, 1, "xmppctl vcard after delete")
     _, items, _ = await search(clients["alice"], last="smith")
     eq(jids(items), [J("carol")], "search after bob's vCard was deleted")
+
+
+@case("a shard that does not answer: the search is refused as incomplete, not answered with part of "
+      "the directory", timeout=30)
+async def shard_down():
+    # alice and the domain's IQs are on sm-0: the search runs there and asks sm-1
+    eq((shard_of("localhost"), shard_of(J("alice"))), (0, 0), "the shards of localhost and alice")
+    srv.kill("sm-1")
+    # the searching shard waits five seconds for the others
+    r, items, _ = await search(clients["alice"], last="smith", iq_timeout=15.0)
+    expect_error(r, "internal-server-error", "a search with sm-1 down")
+    check("incomplete" in (r.findtext(".//{urn:ietf:params:xml:ns:xmpp-stanzas}text") or ""),
+          "the error text says why", tostr(r))
 
 
 if __name__ == "__main__":
