@@ -24,6 +24,9 @@
  *     stanza is one that is delivered to sessions: then
  *   - XM_HOOK_DELIVER_PACKET decides per session (its active list, or the
  *     default list) and XM_HOOK_OFFLINE_MESSAGE for what is stored offline.
+ * A change of list (its content, the default list, a session's active
+ * list) walks the user's roster once to tell contacts whose presence-out
+ * verdict changed (XEP-0016 §2.11): the stanzas' path never does.
  *
  * Store records (keys are the user's bare JID, then a NUL and the list
  * name for a list), each starting with a format line:
@@ -568,45 +571,6 @@ static void push_list(struct pv *pv, const char *user, const char *name)
     A->buf_free(b);
 }
 
-struct unavail {
-    struct pv *pv;
-    const char *contact;
-};
-
-static void unavailable_one(const char *full, int available, int priority, void *arg)
-{
-    (void)priority;
-    struct unavail *u = arg;
-    struct sess *s = sess_find(u->pv, full);
-    if (!available || (s && s->active)) return; /* the default list does not apply to it */
-    xm_buf *b = A->buf_new();
-    if (!b) return;
-    A->buf_addf(b, "<presence xmlns='jabber:client' type='unavailable'");
-    buf_attr(b, "from", full);
-    buf_attr(b, "to", u->contact);
-    A->buf_addf(b, "/>");
-    size_t len;
-    const char *d = A->buf_data(b, &len);
-    if (d) A->send(u->pv->main, d, len);
-    A->buf_free(b);
-}
-
-/* XEP-0191 §3.3 and XEP-0016 §2.11 (last note): when the default list
- * starts denying presence to a contact, unavailable presence from each
- * available resource that uses the default list, "only if the contact is
- * allowed to receive presence notifications" (RFC 6121: a 'from' or 'both'
- * subscription). */
-static void send_unavailable(struct pv *pv, const char *user, const char *contact)
-{
-    char cb[JID_MAX];
-    char sub[8] = "";
-    A->bare_jid(contact, cb, sizeof cb);
-    if (A->roster_item(pv->main, user, cb, sub, NULL) != 1) return;
-    if (strcmp(sub, "from") != 0 && strcmp(sub, "both") != 0) return;
-    struct unavail u = { pv, contact };
-    A->each_session(pv->main, user, unavailable_one, &u);
-}
-
 /* The blocked JIDs of a list (XEP-0191 §5), in list order. */
 static size_t blocked_of(const struct plist *l, const char **out)
 {
@@ -669,14 +633,17 @@ out:
 
 /* ---------------- deciding ---------------- */
 
-/* One check: the list owner, the other party, its roster item read once. */
+/* One check: the list owner, the other party, its roster item read once
+ * (or given by a walk of the roster). */
 struct check {
     struct pv *pv;
     const char *user;          /* bare JID of the list's owner */
     const char *other;         /* the other party's JID */
     int roster_read;
     char sub[8];
-    xm_buf *groups;
+    const char *groups;        /* the other party's groups, each followed by a NUL */
+    size_t ngroups;
+    xm_buf *gbuf;              /* where check_roster keeps them (freed by the caller) */
 };
 
 static void check_roster(struct check *c)
@@ -686,20 +653,23 @@ static void check_roster(struct check *c)
     strcpy(c->sub, "none"); /* XEP-0016 §2.1: "none" includes those not in the roster */
     char ob[JID_MAX];
     A->bare_jid(c->other, ob, sizeof ob);
-    c->groups = A->buf_new();
-    if (c->groups && A->roster_item(c->pv->main, c->user, ob, c->sub, c->groups) != 1) {
+    if (!(c->gbuf = A->buf_new())) return;
+    if (A->roster_item(c->pv->main, c->user, ob, c->sub, c->gbuf) != 1) {
         strcpy(c->sub, "none");
-        A->buf_clear(c->groups);
+        return;
     }
+    size_t len;
+    const char *g = A->buf_data(c->gbuf, &len);
+    if (!g) return;
+    c->groups = g;
+    for (const char *end = g + len; g < end; g += strlen(g) + 1) c->ngroups++;
 }
 
 static int in_group(struct check *c, const char *group)
 {
     check_roster(c);
-    size_t len;
-    const char *g = c->groups ? A->buf_data(c->groups, &len) : NULL;
-    if (!g) return 0;
-    for (const char *end = g + len; g < end; g += strlen(g) + 1)
+    const char *g = c->groups;
+    for (size_t i = 0; g && i < c->ngroups; i++, g += strlen(g) + 1)
         if (strcmp(g, group) == 0) return 1;
     return 0;
 }
@@ -761,14 +731,14 @@ static int denied(struct pv *pv, const char *user, const char *full, const char 
     int rc = applicable(pv, user, full, &l, from_default);
     if (rc < 0) A->log(pv->main, 3, "cannot read the privacy lists of %s: stanza let through", user);
     if (rc != 1) return 0;
-    struct check c = { pv, user, other, 0, "", NULL };
+    struct check c = { pv, user, other, 0, "", NULL, 0, NULL };
     const struct item *it = first_match(&c, &l, kind);
     int deny = it && it->deny;
     if (deny && deny_item) {
         *deny_item = *it;
         deny_item->value = NULL; /* freed with the list */
     }
-    A->buf_free(c.groups);
+    A->buf_free(c.gbuf);
     plist_free(&l);
     return deny;
 }
@@ -847,76 +817,229 @@ static int per_session(xm_stanza *st)
     return 0;
 }
 
-static void presence_one(const char *full, int available, int priority, void *arg)
+/* ---------------- presence when lists change ---------------- */
+
+/* XEP-0016 §2.11 (last note) and XEP-0191 §3.3: when a list starts
+ * denying presence-out to a contact allowed to see the user's presence
+ * (RFC 6121: its subscription is 'from' or 'both'), each available
+ * resource the list applies to sends the contact unavailable presence;
+ * when it stops, the resource's current presence (XEP-0191 §3.4). A list
+ * change is compared contact by contact over the user's roster, so that
+ * group, subscription and fall-through items count as jid items do. This
+ * runs only when a list, the default list or an active list changes:
+ * never on the stanzas' path. */
+
+/* Which of a user's sessions a change concerns. */
+struct scope {
+    struct pv *pv;
+    const char *full;        /* this session only; if NULL: */
+    const char *list;        /* the sessions whose active list this is; if NULL: those using the default list */
+};
+
+static int in_scope(const struct scope *sc, const char *full)
+{
+    if (sc->full) return strcmp(full, sc->full) == 0;
+    struct sess *s = sess_find(sc->pv, full);
+    const char *active = s ? s->active : NULL;
+    return sc->list ? active && strcmp(active, sc->list) == 0 : !active;
+}
+
+struct tell {
+    const struct scope *sc;
+    const char *to;          /* NULL: only count the sessions */
+    int unavailable;         /* 1: unavailable presence; 0: the current presence */
+    int n;                   /* available sessions in scope */
+};
+
+static void tell_one(const char *full, int available, int priority, void *arg)
 {
     (void)priority;
-    struct unavail *u = arg;
-    struct sess *s = sess_find(u->pv, full);
-    if (!available || (s && s->active)) return; /* the default list does not apply to it */
-    A->send_presence(u->pv->main, full, u->contact);
+    struct tell *t = arg;
+    if (!available || !in_scope(t->sc, full)) return;
+    t->n++;
+    if (!t->to) return;
+    if (!t->unavailable) {
+        A->send_presence(t->sc->pv->main, full, t->to);
+        return;
+    }
+    xm_buf *b = A->buf_new();
+    if (!b) return;
+    A->buf_addf(b, "<presence xmlns='jabber:client' type='unavailable'");
+    buf_attr(b, "from", full);
+    buf_attr(b, "to", t->to);
+    A->buf_addf(b, "/>");
+    size_t len;
+    const char *d = A->buf_data(b, &len);
+    if (d) A->send(t->sc->pv->main, d, len);
+    A->buf_free(b);
 }
 
-/* XEP-0191 §3.4: when the default list stops denying presence to a
- * contact (an unblock), the current presence of each available resource
- * that uses it, again only to a contact allowed to see it. */
-static void send_presence_again(struct pv *pv, const char *user, const char *contact)
+/* Does the item take part in decisions about presence-out? */
+static int selects_pout(const struct item *it)
 {
-    char cb[JID_MAX];
-    char sub[8] = "";
-    A->bare_jid(contact, cb, sizeof cb);
-    if (A->roster_item(pv->main, user, cb, sub, NULL) != 1) return;
-    if (strcmp(sub, "from") != 0 && strcmp(sub, "both") != 0) return;
-    struct unavail u = { pv, contact };
-    A->each_session(pv->main, user, presence_one, &u);
+    return !it->kinds || (it->kinds & K_POUT);
 }
 
-/* Jid items of before that after no longer has: their presence may be
- * allowed again. */
-static void presence_out_released(struct pv *pv, const char *user, const struct plist *before,
-                                  const struct plist *after)
+/* Do two lists decide presence-out alike for everybody? (The same items
+ * selecting it, in the same order: a change elsewhere, a blocked JID's
+ * messages, say, needs no roster walk.) */
+static int same_pout(const struct plist *a, const struct plist *b)
 {
-    for (size_t i = 0; before && i < before->n; i++) {
-        const struct item *it = &before->v[i];
-        int seen = 0;
-        for (size_t j = 0; j < i; j++) seen |= before->v[j].type == 'j' && !strcmp(before->v[j].value, it->value);
-        for (size_t j = 0; after && j < after->n; j++) seen |= after->v[j].type == 'j' && !strcmp(after->v[j].value, it->value);
-        if (it->type != 'j' || seen) continue;
-        struct check c = { pv, user, it->value, 0, "", NULL };
-        const struct item *was = first_match(&c, before, K_POUT);
-        const struct item *now = after ? first_match(&c, after, K_POUT) : NULL;
-        if (was && was->deny && !(now && now->deny)) send_presence_again(pv, user, it->value);
-        A->buf_free(c.groups);
+    size_t i = 0, j = 0, na = a ? a->n : 0, nb = b ? b->n : 0;
+    for (;;) {
+        while (i < na && !selects_pout(&a->v[i])) i++;
+        while (j < nb && !selects_pout(&b->v[j])) j++;
+        if (i == na || j == nb) return i == na && j == nb;
+        const struct item *x = &a->v[i++], *y = &b->v[j++];
+        if (x->deny != y->deny || x->type != y->type || strcmp(x->value, y->value) != 0) return 0;
     }
 }
 
-/* Unavailable presence to the contacts of the jid items of after that
- * the list denies presence now and did not before (the lists' group and
- * subscription items cannot be turned into contacts: the module API
- * cannot list a roster). */
+static int pout_denied(struct check *c, const struct plist *l)
+{
+    const struct item *it = l ? first_match(c, l, K_POUT) : NULL;
+    return it && it->deny;
+}
+
+/* A contact whose verdict changed. */
+struct pchange {
+    char *to;
+    int unavailable;
+};
+
+struct pwalk {
+    struct pv *pv;
+    const char *user;
+    const struct plist *before, *after;
+    const char **fulls;      /* jid items naming one resource (see below) */
+    size_t nfulls;
+    struct pchange *v;
+    size_t n, cap;
+    int oom;
+};
+
+static void pwalk_add(struct pwalk *w, const char *to, int unavailable)
+{
+    if (w->n == w->cap) {
+        size_t cap = w->cap ? 2 * w->cap : 16;
+        struct pchange *v = realloc(w->v, cap * sizeof *v);
+        if (!v) {
+            w->oom = 1;
+            return;
+        }
+        w->v = v;
+        w->cap = cap;
+    }
+    if (!(w->v[w->n].to = strdup(to))) {
+        w->oom = 1;
+        return;
+    }
+    w->v[w->n++].unavailable = unavailable;
+}
+
+static void pwalk_one(const char *contact, const char *sub, const char *groups, size_t ngroups, void *arg)
+{
+    struct pwalk *w = arg;
+    if (strcmp(sub, "from") != 0 && strcmp(sub, "both") != 0) return; /* it does not see the user's presence */
+    /* the broadcast goes to the contact's bare JID (RFC 6121 §4.4.2) */
+    struct check c = { w->pv, w->user, contact, 1, "", groups, ngroups, NULL };
+    snprintf(c.sub, sizeof c.sub, "%s", sub);
+    int was = pout_denied(&c, w->before), now = pout_denied(&c, w->after);
+    if (was != now) {
+        pwalk_add(w, contact, now);
+        return;
+    }
+    /* A jid item naming one resource of the contact (user@domain/resource,
+     * domain/resource) decides what that resource gets (probe answers,
+     * directed presence), while the broadcast to the bare JID is decided
+     * as above: when only such an item changed, tell that resource. */
+    size_t cl = strlen(contact);
+    for (size_t i = 0; i < w->nfulls; i++) {
+        if (strncmp(w->fulls[i], contact, cl) != 0 || w->fulls[i][cl] != '/') continue;
+        c.other = w->fulls[i];
+        was = pout_denied(&c, w->before);
+        now = pout_denied(&c, w->after);
+        if (was != now) pwalk_add(w, w->fulls[i], now);
+    }
+}
+
+static int in_fulls(const char **v, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], s) == 0) return 1;
+    return 0;
+}
+
+/* The list that applies to the sessions of scope sc went from before to
+ * after (either may be NULL: no list): unavailable presence or the
+ * current presence to each contact whose verdict about presence-out
+ * changed, from each available session in the scope. */
 static void presence_out_changed(struct pv *pv, const char *user, const struct plist *before,
-                                 const struct plist *after)
+                                 const struct plist *after, const struct scope *sc)
 {
-    for (size_t i = 0; after && i < after->n; i++) {
-        const struct item *it = &after->v[i];
-        int seen = 0;
-        for (size_t j = 0; j < i; j++) seen |= after->v[j].type == 'j' && !strcmp(after->v[j].value, it->value);
-        if (it->type != 'j' || seen) continue;
-        struct check c = { pv, user, it->value, 0, "", NULL };
-        const struct item *now = first_match(&c, after, K_POUT);
-        const struct item *was = before ? first_match(&c, before, K_POUT) : NULL;
-        if (now && now->deny && !(was && was->deny)) send_unavailable(pv, user, it->value);
-        else if (was && was->deny && !(now && now->deny)) send_presence_again(pv, user, it->value);
-        A->buf_free(c.groups);
+    if (same_pout(before, after)) return;
+    struct tell t = { sc, NULL, 0, 0 };
+    A->each_session(pv->main, user, tell_one, &t);
+    if (!t.n) return; /* no available resource: nobody saw the user's presence */
+    size_t nb = before ? before->n : 0, na = after ? after->n : 0;
+    struct pwalk w = { pv, user, before, after, malloc((nb + na + 1) * sizeof(char *)), 0, NULL, 0, 0, 0 };
+    if (!w.fulls) goto out;
+    for (size_t i = 0; i < nb + na; i++) {
+        const struct item *it = i < nb ? &before->v[i] : &after->v[i - nb];
+        if (it->type == 'j' && selects_pout(it) && strchr(it->value, '/') && !in_fulls(w.fulls, w.nfulls, it->value))
+            w.fulls[w.nfulls++] = it->value;
     }
-    presence_out_released(pv, user, before, after);
+    /* the decisions first, the sending after the walk: the roster is not
+     * touched while it is walked */
+    if (A->each_roster_item(pv->main, user, pwalk_one, &w) < 0 || w.oom) {
+        A->log(pv->main, 3, "cannot work out the presence changes of %s's privacy lists", user);
+        goto out;
+    }
+    for (size_t i = 0; i < w.n; i++) {
+        struct tell tl = { sc, w.v[i].to, w.v[i].unavailable, 0 };
+        A->each_session(pv->main, user, tell_one, &tl);
+    }
+out:
+    for (size_t i = 0; i < w.n; i++) free(w.v[i].to);
+    free(w.v);
+    free(w.fulls);
 }
 
-/* Everything that follows a change of the default list. */
+/* Everything that follows a change of the default list (its content, or
+ * which list it is). */
 static void default_list_changed(struct pv *pv, const char *user, const struct plist *before,
                                  const struct plist *after, int all_cleared)
 {
+    struct scope sc = { pv, NULL, NULL };
     blocklist_changed(pv, user, before, after, all_cleared);
-    presence_out_changed(pv, user, before, after);
+    presence_out_changed(pv, user, before, after, &sc);
+}
+
+/* List name was edited (XEP-0016 §2.2 rule 8): the sessions that have it
+ * as their active list apply the new definition. */
+static void active_list_edited(struct pv *pv, const char *user, const char *name, const struct plist *before,
+                               const struct plist *after)
+{
+    if (!pv->sessions) return;
+    struct scope sc = { pv, NULL, name };
+    presence_out_changed(pv, user, before, after, &sc);
+}
+
+/* Session full changed which list applies to it: from before to after. */
+static void session_list_changed(struct pv *pv, const char *user, const char *full, const struct plist *before,
+                                 const struct plist *after)
+{
+    struct scope sc = { pv, full, NULL };
+    presence_out_changed(pv, user, before, after, &sc);
+}
+
+/* The list that applies to session full now (its active list, else the
+ * default list) into l; empty when none does. */
+static void list_of_session(struct pv *pv, const char *user, const char *full, struct plist *l)
+{
+    int is_default;
+    memset(l, 0, sizeof *l);
+    if (applicable(pv, user, full, l, &is_default) != 1) memset(l, 0, sizeof *l);
 }
 
 /* ---------------- the hooks ---------------- */
@@ -1161,10 +1284,7 @@ static const char *parse_item(const xm_node *e, struct plist *l, const char **wh
             *why = "a subscription is both, to, from or none";
             return "bad-request";
         }
-        /* a group not in the roster: XEP-0016 §2.1 says SHOULD answer
-         * item-not-found; the module API cannot list a roster's groups,
-         * so such an item is kept (it matches nobody until the group
-         * exists) */
+        /* a group not in the roster: see groups_known() */
     } else {
         value = ""; /* the fall-through item has no value */
     }
@@ -1207,42 +1327,45 @@ static int load_default(struct pv *pv, const char *user, const struct uidx *ix, 
     return ix->def ? load_list(pv, user, ix->def, l) : 0;
 }
 
-/* §2.4 active list. */
+/* §2.4 active list: set, changed or declined for the sending session,
+ * with the presence that follows for that session only (§2.11). */
 static void set_active(struct pv *pv, xm_stanza *iq, const xm_node *e, const char *user)
 {
     const char *name = A->attr(e, "name"), *full = A->from(iq);
-    if (!name) {
-        struct sess *s = sess_find(pv, full);
-        if (s) {
-            free(s->active);
-            s->active = NULL;
-            sess_tidy(pv, s);
+    struct sess *s = sess_find(pv, full);
+    struct plist before, after;
+    char *copy = NULL;
+    if (name) {
+        struct uidx ix;
+        int rc = load_index(pv, user, &ix);
+        if (rc < 0) {
+            A->error(iq, "internal-server-error", NULL, NULL);
+            return;
         }
-        A->iq_result(iq, NULL);
-        return;
-    }
-    struct uidx ix;
-    int rc = load_index(pv, user, &ix);
-    if (rc < 0) {
-        A->error(iq, "internal-server-error", NULL, NULL);
-        return;
-    }
-    if (rc == 0 || !uidx_has(&ix, name)) {
-        A->error(iq, "item-not-found", NULL, NULL);
+        int found = rc == 1 && uidx_has(&ix, name);
         uidx_free(&ix);
+        if (!found) {
+            A->error(iq, "item-not-found", NULL, NULL);
+            return;
+        }
+        if (!(copy = strdup(name)) || !(s = sess_get(pv, full))) {
+            free(copy);
+            A->error(iq, "internal-server-error", NULL, NULL);
+            return;
+        }
+    } else if (!s || !s->active) {
+        A->iq_result(iq, NULL); /* nothing to decline */
         return;
     }
-    uidx_free(&ix);
-    struct sess *s = sess_get(pv, full);
-    char *copy = strdup(name);
-    if (!s || !copy) {
-        free(copy);
-        A->error(iq, "internal-server-error", NULL, NULL);
-        return;
-    }
+    list_of_session(pv, user, full, &before);
     free(s->active);
     s->active = copy;
+    if (!copy) sess_tidy(pv, s);
     A->iq_result(iq, NULL);
+    list_of_session(pv, user, full, &after);
+    session_list_changed(pv, user, full, &before, &after);
+    plist_free(&before);
+    plist_free(&after);
 }
 
 /* §2.5 default list. */
@@ -1286,6 +1409,51 @@ static void set_default(struct pv *pv, xm_stanza *iq, const xm_node *e, const ch
     uidx_free(&ix);
 }
 
+/* XEP-0016 §2.1: "If a client attempts to update, create, or delete a
+ * list item with a group that is not in the user's roster, the server
+ * SHOULD return to the client an <item-not-found/> stanza error." A group
+ * item that the stored list (old) already has is accepted as it is: a list
+ * is always sent whole (§2.6), and a group emptied since it was written
+ * must not make the rest of the list uneditable. 1 if every group item of
+ * l names a group of the roster, 0 if one does not, -1 on error. */
+struct gwalk {
+    const struct plist *l;
+    char *found;             /* per item of l */
+    size_t missing;
+};
+
+static void gwalk_one(const char *contact, const char *sub, const char *groups, size_t ngroups, void *arg)
+{
+    (void)contact;
+    (void)sub;
+    struct gwalk *w = arg;
+    const char *g = groups;
+    for (size_t k = 0; k < ngroups && w->missing; k++, g += strlen(g) + 1)
+        for (size_t i = 0; i < w->l->n; i++)
+            if (!w->found[i] && strcmp(w->l->v[i].value, g) == 0) {
+                w->found[i] = 1;
+                w->missing--;
+            }
+}
+
+static int groups_known(struct pv *pv, const char *user, const struct plist *l, const struct plist *old)
+{
+    struct gwalk w = { l, calloc(l->n + 1, 1), 0 };
+    int rc = -1;
+    if (!w.found) return -1;
+    for (size_t i = 0; i < l->n; i++) {
+        w.found[i] = l->v[i].type != 'g';
+        for (size_t j = 0; !w.found[i] && j < old->n; j++)
+            w.found[i] = old->v[j].type == 'g' && strcmp(old->v[j].value, l->v[i].value) == 0;
+        w.missing += !w.found[i];
+    }
+    if (w.missing && A->each_roster_item(pv->main, user, gwalk_one, &w) < 0) goto out;
+    rc = w.missing == 0;
+out:
+    free(w.found);
+    return rc;
+}
+
 /* §2.6-2.8: edit, add or remove a list. */
 static void set_list(struct pv *pv, xm_stanza *iq, const xm_node *e, const char *user)
 {
@@ -1319,7 +1487,13 @@ static void set_list(struct pv *pv, xm_stanza *iq, const xm_node *e, const char 
         goto out;
     }
     int exists = uidx_has(&ix, name), is_default = ix.def && strcmp(ix.def, name) == 0;
-    if (is_default) load_default(pv, user, &ix, &before);
+    /* the list as it was: for the group check and for what follows */
+    if (exists && load_list(pv, user, name, &before) < 0) {
+        A->error(iq, "internal-server-error", NULL, NULL);
+        goto out;
+    }
+    struct sess *self = sess_find(pv, full);
+    int self_active = self && self->active && strcmp(self->active, name) == 0;
     if (!nitems) {
         /* §2.8 removal */
         if (!exists) {
@@ -1341,13 +1515,13 @@ static void set_list(struct pv *pv, xm_stanza *iq, const xm_node *e, const char 
             A->error(iq, "internal-server-error", NULL, NULL);
             goto out;
         }
-        struct sess *s = sess_find(pv, full);
-        if (s && s->active && strcmp(s->active, name) == 0) {
-            free(s->active);
-            s->active = NULL;
-            sess_tidy(pv, s);
-        }
     } else {
+        int known = groups_known(pv, user, &l, &before);
+        if (known <= 0) {
+            if (known < 0) A->error(iq, "internal-server-error", NULL, NULL);
+            else A->error(iq, "item-not-found", "a group item names a group that is not in the roster", NULL);
+            goto out;
+        }
         if (!exists && ix.n >= MAX_LISTS) {
             A->error(iq, "policy-violation", "too many privacy lists", NULL);
             goto out;
@@ -1360,7 +1534,21 @@ static void set_list(struct pv *pv, xm_stanza *iq, const xm_node *e, const char 
     }
     A->iq_result(iq, NULL);
     push_list(pv, user, name);
+    /* the sending session, when the list was its active one, is left out
+     * of the default list's scope until it is handled below */
     if (is_default) default_list_changed(pv, user, &before, nitems ? &l : NULL, 0);
+    if (nitems) {
+        active_list_edited(pv, user, name, &before, &l);
+    } else if (self_active) {
+        /* its active list is gone: the default list applies to it now */
+        struct plist now;
+        free(self->active);
+        self->active = NULL;
+        list_of_session(pv, user, full, &now);
+        session_list_changed(pv, user, full, &before, &now);
+        plist_free(&now);
+        sess_tidy(pv, self);
+    }
 out:
     plist_free(&l);
     plist_free(&before);
@@ -1459,6 +1647,7 @@ static int change_blocklist(struct pv *pv, const char *user, int block, char **j
     if (save_list(pv, user, ix.def, &after) < 0 || (index_changed && save_index(pv, user, &ix) < 0)) goto out;
     push_list(pv, user, ix.def);
     default_list_changed(pv, user, &before, &after, !block && n == 0);
+    active_list_edited(pv, user, ix.def, &before, &after);
     rc = 0;
 out:
     plist_free(&before);

@@ -8,7 +8,10 @@ presence-in, presence-out, none = everything), each checked with six probes
 in both directions (message, IQ and presence notification, to and from the
 user) for a contact the item matches and one it does not. Then: the
 jabber:iq:privacy protocol and its errors, pushes and conflicts, active
-versus default lists, the fan-out of presence, offline storage; the
+versus default lists, the fan-out of presence, the unavailable presence
+and presence again that list changes send (every item type; the default
+list, active lists set, edited, declined), group items naming no roster
+group, offline storage; the
 blocking command (get, block, unblock, unblock all, pushes only to the
 resources that asked for the blocklist, unavailable presence to a blocked
 contact, <blocked/> errors), its identity with the default privacy list,
@@ -342,6 +345,158 @@ async def broadcast_out():
     eq([p for p in list(a.presences._queue) if p["status"] == sb], [], "bob's broadcast did not reach alice")
     ok(await set_list(a, "table", [item_xml(1, "allow")]), "reset the list")
     a.send_xml("<presence xmlns='jabber:client'/>")
+
+
+async def pres_from(c, frm, ptype, what, timeout=5.0):
+    """The next presence to c from frm (a full JID) of type ptype."""
+    try:
+        return await c.presence_(timeout, pred=lambda p: p["from"] == frm and p["type"] == ptype)
+    except TimeoutError:
+        raise AssertionError("%s: no %s presence from %s to %s" % (what, ptype, frm, c.full)) from None
+
+
+async def no_pres_from(c, frms, what, seconds=0.5):
+    """Nothing from the full JIDs frms reaches c within seconds (what came
+    before was awaited or drained)."""
+    await asyncio.sleep(seconds)
+    got = [(str(p["from"]), p["type"]) for p in list(c.presences._queue) if p["from"] in frms]
+    eq(got, [], what + ": presence to " + c.full)
+
+
+@case("presence-out: group, subscription and fall-through items of the default list send unavailable "
+      "presence, and the presence again when they stop denying (XEP-0016 §2.11)")
+async def presence_out_roster_items():
+    a = C["alice"]
+    try:
+        await _presence_out_roster_items()
+    finally:  # what follows expects the default list 'table' allowing all
+        await set_list(a, "table", [item_xml(1, "allow")])
+        await privacy(a, "<default name='table'/>")
+        await asyncio.sleep(0.3)
+        drain_all()
+
+
+async def _presence_out_roster_items():
+    a, b, e = C["alice"], C["bob"], C["erin"]
+    await asyncio.sleep(0.3)
+    drain_all()
+    # bob is in group Friends, erin in Others; both have subscription both
+    ok(await set_list(a, "table", [item_xml(1, "deny", "group", "Friends", ("presence-out",))]), "deny Friends")
+    await pres_from(b, a.full, "unavailable", "group item")
+    await no_pres_from(e, [a.full], "erin is not in Friends")
+    ok(await set_list(a, "table", [item_xml(1, "allow")]), "allow all")
+    await pres_from(b, a.full, "available", "the group item is gone")
+    await no_pres_from(e, [a.full], "erin was never denied")
+    # an item that does not select presence-out changes nothing for presence
+    ok(await set_list(a, "table", [item_xml(1, "deny", "group", "Friends", ("message",))]), "deny Friends messages")
+    await no_pres_from(b, [a.full], "a message item")
+    # an item without children selects presence-out too
+    ok(await set_list(a, "table", [item_xml(1, "deny", "subscription", "both")]), "deny subscription both")
+    await pres_from(b, a.full, "unavailable", "subscription item, bob")
+    await pres_from(e, a.full, "unavailable", "subscription item, erin")
+    # denied before and after: nothing is sent again
+    ok(await set_list(a, "table", [item_xml(1, "deny", None, None, ("presence-out",))]), "deny all presence-out")
+    await no_pres_from(b, [a.full], "still denied")
+    await no_pres_from(e, [a.full], "still denied", 0)
+    ok(await set_list(a, "table", [item_xml(1, "allow", "jid", J("erin"), ("presence-out",)),
+                                   item_xml(2, "deny", None, None, ("presence-out",))]), "allow erin first")
+    await pres_from(e, a.full, "available", "erin allowed before the fall-through")
+    await no_pres_from(b, [a.full], "bob still denied by the fall-through")
+    # declining the default list ends the denial too
+    ok(await privacy(a, "<default/>"), "no default list")
+    await pres_from(b, a.full, "available", "the default list declined")
+    await no_pres_from(e, [a.full], "erin was allowed already")
+    ok(await set_list(a, "table", [item_xml(1, "allow")]), "allow all")
+    ok(await privacy(a, "<default name='table'/>"), "the default list again")
+    await no_pres_from(b, [a.full], "a default list that allows all")
+    # a jid item naming one resource: that resource is told (the broadcast
+    # to the bare JID still reaches bob's other resources)
+    ok(await set_list(a, "table", [item_xml(1, "deny", "jid", b.full, ("presence-out",))]), "deny bob/r1")
+    await pres_from(b, a.full, "unavailable", "full JID item")
+    await no_pres_from(e, [a.full], "erin is not bob/r1", 0)
+    ok(await set_list(a, "table", [item_xml(1, "allow")]), "allow all")
+    await pres_from(b, a.full, "available", "full JID item gone")
+
+
+@case("presence-out: setting, editing or declining a session's active list sends presence from that "
+      "session only (XEP-0016 §2.4, §2.11)")
+async def presence_out_active():
+    try:
+        await _presence_out_active()
+    finally:  # no second session and no extra list left behind
+        if "alice2" in C:
+            await C.pop("alice2").close()
+        for name in ("quiet", "friendly"):
+            await privacy(C["alice"], "<list name='%s'/>" % name)
+        drain_all()
+
+
+async def _presence_out_active():
+    a, b, e = C["alice"], C["bob"], C["erin"]
+    a2 = C["alice2"] = await login("alice", "r2")
+    await b.presence_(pred=lambda p: p["from"] == a2.full and p["type"] == "available")
+    await e.presence_(pred=lambda p: p["from"] == a2.full and p["type"] == "available")
+    drain_all()
+    ok(await set_list(a2, "quiet", [item_xml(1, "deny", "group", "Friends", ("presence-out",))]), "list quiet")
+    await no_pres_from(b, [a.full, a2.full], "a list no session uses")
+    ok(await privacy(a2, "<active name='quiet'/>"), "alice2 makes quiet active")
+    await pres_from(b, a2.full, "unavailable", "active group item")
+    await no_pres_from(b, [a.full], "alice1 still uses the default list")
+    await no_pres_from(e, [a.full, a2.full], "erin is not in Friends", 0)
+    # XEP-0016 §2.2 rule 8: an edit of the active list applies at once
+    ok(await set_list(a, "quiet", [item_xml(1, "deny", "subscription", "both", ("presence-out",))]),
+       "alice1 edits quiet")
+    await pres_from(e, a2.full, "unavailable", "active list edited")
+    await no_pres_from(b, [a.full, a2.full], "bob was denied already")
+    await no_pres_from(e, [a.full], "only alice2 uses quiet", 0)
+    ok(await privacy(a2, "<active/>"), "alice2 declines")
+    await pres_from(b, a2.full, "available", "declined, bob")
+    await pres_from(e, a2.full, "available", "declined, erin")
+    await no_pres_from(b, [a.full], "alice1 was never denied")
+    ok(await privacy(a2, "<active name='quiet'/>"), "alice2 makes quiet active again")
+    await pres_from(b, a2.full, "unavailable", "active again, bob")
+    await pres_from(e, a2.full, "unavailable", "active again, erin")
+    # changing to another active list that allows bob
+    ok(await set_list(a2, "friendly", [item_xml(1, "deny", "group", "Others", ("presence-out",))]), "list friendly")
+    ok(await privacy(a2, "<active name='friendly'/>"), "alice2 switches to friendly")
+    await pres_from(b, a2.full, "available", "switched, bob")
+    await no_pres_from(e, [a2.full], "switched, erin still denied")
+    # removing one's own active list: the default list (allows all) applies
+    ok(await privacy(a2, "<list name='friendly'/>"), "alice2 removes friendly")
+    await pres_from(e, a2.full, "available", "active list removed")
+    await no_pres_from(b, [a.full, a2.full], "bob was allowed already")
+    ok(await privacy(a2, "<list name='quiet'/>"), "remove quiet")
+
+
+@case("privacy: a group item naming a group not in the roster is item-not-found (XEP-0016 §2.1)")
+async def group_not_in_roster():
+    try:
+        await _group_not_in_roster()
+    finally:
+        srv.ctl("roster-del", J("alice"), J("frank"))
+        for name in ("g", "h"):
+            await privacy(C["alice"], "<list name='%s'/>" % name)
+        drain_all()
+
+
+async def _group_not_in_roster():
+    a = C["alice"]
+    expect_error(await set_list(a, "g", [item_xml(1, "allow", "group", "Friends"),
+                                         item_xml(2, "deny", "group", "Nobody")]),
+                 "item-not-found", "group Nobody", "cancel")
+    expect_error(await privacy(a, "<list name='g'/>", "get"), "item-not-found", "nothing stored")
+    srv.ctl_ok("roster-add", J("alice"), J("frank"), "Frank", "Temp")
+    ok(await set_list(a, "g", [item_xml(1, "deny", "group", "Temp", ("message",))]), "group Temp exists")
+    srv.ctl_ok("roster-del", J("alice"), J("frank"))
+    # the group is gone, but the list is sent whole: its item stays editable
+    ok(await set_list(a, "g", [item_xml(1, "deny", "group", "Temp", ("message",)),
+                               item_xml(2, "deny", "jid", J("carol"), ("message",))]), "the old group item kept")
+    expect_error(await set_list(a, "h", [item_xml(1, "deny", "group", "Temp")]), "item-not-found",
+                 "group Temp in a new list")
+    expect_error(await set_list(a, "g", [item_xml(1, "deny", "group", "Temp", ("message",)),
+                                         item_xml(2, "deny", "group", "Enemies")]),
+                 "item-not-found", "a new group item in an edit")
+    ok(await privacy(a, "<list name='g'/>"), "remove g")
 
 
 # ---------------------------------------------------------------- the protocol
