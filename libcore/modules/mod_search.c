@@ -261,6 +261,17 @@ static int matches(struct query *q, const char *f[NFIELDS], const size_t fl[NFIE
     return 1;
 }
 
+/* Free what a query holds (its page, criteria and scratch). */
+static void query_free(struct query *q)
+{
+    for (size_t i = 0; i < q->n; i++)
+        free(q->hits[i].jid);
+    free(q->hits);
+    for (int i = 0; i < NFIELDS; i++)
+        free(q->want[i]);
+    free(q->fold);
+}
+
 /* Offer a match to the page: it keeps the max smallest JIDs after
  * 'after' (forward) or the max largest before 'before' (backward). The
  * caller has counted it. 0, or 1 when memory ran out. */
@@ -449,12 +460,7 @@ static int on_shard_question(xm_host *h, const char *query, size_t len, xm_buf *
     }
     rc = 0;
 out:
-    for (size_t i = 0; i < q.n; i++)
-        free(q.hits[i].jid);
-    free(q.hits);
-    for (int i = 0; i < NFIELDS; i++)
-        free(q.want[i]);
-    free(q.fold);
+    query_free(&q);
     free(own[0]);
     free(own[1]);
     return rc;
@@ -723,9 +729,7 @@ static void on_answers(xm_host *h, const char *const *answers, const size_t *len
     }
     answer_results(s, pd->iq, &q, pd->form, pd->rsm);
 out:
-    for (size_t i = 0; i < q.n; i++)
-        free(q.hits[i].jid);
-    free(q.hits);
+    query_free(&q);
     free(pd);
 }
 
@@ -789,12 +793,7 @@ static void on_search(xm_stanza *iq, const xm_node *payload, void *data)
     }
     api->buf_free(question);
 out:
-    for (size_t i = 0; i < q.n; i++)
-        free(q.hits[i].jid);
-    free(q.hits);
-    for (int i = 0; i < NFIELDS; i++)
-        free(q.want[i]);
-    free(q.fold);
+    query_free(&q);
 }
 
 static int search_init(xm_host *h, const struct xm_api *api)
