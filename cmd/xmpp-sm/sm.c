@@ -484,6 +484,8 @@ static void sm_stats(struct daemon *d, struct ctl_req *r)
     ctl_row(r, "binds\t%llu", sm->n.binds);
     ctl_row(r, "session_ends\t%llu", sm->n.ends);
     ctl_row(r, "kicks\t%llu", sm->n.kicks);
+    ctl_row(r, "hook_stops\t%llu", sm->n.hook_stops);
+    ctl_row(r, "hook_changes\t%llu", sm->n.hook_changes);
     struct store_stats st;
     store_get_stats(sm->accounts, &st);
     ctl_row(r, "store_commits\t%llu", st.commits);

@@ -80,6 +80,7 @@ struct sm {
     struct sm_counters {
         unsigned long long in[KIND_END], delivered, errors_sent, dropped, bounced_in;
         unsigned long long auth_lookups, binds, ends, kicks;
+        unsigned long long hook_stops, hook_changes; /* stanzas stopped or changed by a module's hook */
     } n;
 };
 

@@ -557,6 +557,7 @@ static const struct msg *run_hook(struct sm *sm, struct mod_vhost *vh, enum xm_h
         handler_done(sm);
         int changed = st->cur.f[4].p != before_p || st->body.len != before;
         if (v == XM_STOP) {
+            sm->n.hook_stops++;
             if (!st->stopped_with_error) snprintf(st->what, sizeof st->what, "stopped it: dropped");
             if (st->cur.flags & MSG_F_TRACED)
                 trace_msg((unsigned)step, &st->cur, 0, "hook %s: module %s %s", modules_hook_name(hook), k->h->mod->name,
@@ -565,6 +566,7 @@ static const struct msg *run_hook(struct sm *sm, struct mod_vhost *vh, enum xm_h
                       stanza_kind_name(st->cur.kind), st->from);
             return NULL;
         }
+        if (changed) sm->n.hook_changes++;
         if (changed && (st->cur.flags & MSG_F_TRACED))
             trace_msg((unsigned)step, &st->cur, 0, "hook %s: module %s changed the stanza", modules_hook_name(hook),
                       k->h->mod->name);

@@ -312,6 +312,8 @@ async def hook_trace():
         send(a, b.full, "to bob", "ok1")
         m = await b.message(pred=lambda m: m["id"] == "ok1")
         eq(m["body"], "to bob", "a message to someone else is delivered")
+        stops = [l.split("\t") for l in srv.ctl_ok("stats").splitlines() if "\thook_stops\t" in l]
+        check(stops and int(stops[0][2]) >= 1, "xmppctl stats counts the hook's stop", stops)
     finally:
         srv.ctl_ok("trace", "off", "alice@a.test")
 
