@@ -7,33 +7,37 @@
 
 #include <string.h>
 
-struct cond { const char *name; const char *type; };
+struct cond {
+    const char *name;
+    const char *type;
+    unsigned code;   /* XEP-0086's legacy error code, 0 where it defines none */
+};
 
-/* Names and default types from RFC 6120 §8.3.3. */
+/* Names and default types from RFC 6120 §8.3.3, codes from XEP-0086 §3. */
 static const struct cond stanza_conds[SE_END] = {
-    [SE_NONE] = { "", "" },
-    [SE_BAD_REQUEST] = { "bad-request", "modify" },
-    [SE_CONFLICT] = { "conflict", "cancel" },
-    [SE_FEATURE_NOT_IMPLEMENTED] = { "feature-not-implemented", "cancel" },
-    [SE_FORBIDDEN] = { "forbidden", "auth" },
-    [SE_GONE] = { "gone", "cancel" },
-    [SE_INTERNAL_SERVER_ERROR] = { "internal-server-error", "cancel" },
-    [SE_ITEM_NOT_FOUND] = { "item-not-found", "cancel" },
-    [SE_JID_MALFORMED] = { "jid-malformed", "modify" },
-    [SE_NOT_ACCEPTABLE] = { "not-acceptable", "modify" },
-    [SE_NOT_ALLOWED] = { "not-allowed", "cancel" },
-    [SE_NOT_AUTHORIZED] = { "not-authorized", "auth" },
-    [SE_POLICY_VIOLATION] = { "policy-violation", "modify" },
-    [SE_RECIPIENT_UNAVAILABLE] = { "recipient-unavailable", "wait" },
-    [SE_REDIRECT] = { "redirect", "modify" },
-    [SE_REGISTRATION_REQUIRED] = { "registration-required", "auth" },
-    [SE_REMOTE_SERVER_NOT_FOUND] = { "remote-server-not-found", "cancel" },
-    [SE_REMOTE_SERVER_TIMEOUT] = { "remote-server-timeout", "wait" },
-    [SE_RESOURCE_CONSTRAINT] = { "resource-constraint", "wait" },
-    [SE_SERVICE_UNAVAILABLE] = { "service-unavailable", "cancel" },
-    [SE_SUBSCRIPTION_REQUIRED] = { "subscription-required", "auth" },
-    [SE_UNDEFINED_CONDITION] = { "undefined-condition", "cancel" },
-    [SE_UNEXPECTED_REQUEST] = { "unexpected-request", "wait" },
+    [SE_NONE] = { "", "", 0 },
+    [SE_BAD_REQUEST] = { "bad-request", "modify", 400 },
+    [SE_CONFLICT] = { "conflict", "cancel", 409 },
+    [SE_FEATURE_NOT_IMPLEMENTED] = { "feature-not-implemented", "cancel", 501 },
+    [SE_FORBIDDEN] = { "forbidden", "auth", 403 },
+    [SE_GONE] = { "gone", "cancel", 302 },
+    [SE_INTERNAL_SERVER_ERROR] = { "internal-server-error", "cancel", 500 },
+    [SE_ITEM_NOT_FOUND] = { "item-not-found", "cancel", 404 },
+    [SE_JID_MALFORMED] = { "jid-malformed", "modify", 400 },
+    [SE_NOT_ACCEPTABLE] = { "not-acceptable", "modify", 406 },
+    [SE_NOT_ALLOWED] = { "not-allowed", "cancel", 405 },
+    [SE_NOT_AUTHORIZED] = { "not-authorized", "auth", 401 },
+    [SE_POLICY_VIOLATION] = { "policy-violation", "modify", 0 },
+    [SE_RECIPIENT_UNAVAILABLE] = { "recipient-unavailable", "wait", 404 },
+    [SE_REDIRECT] = { "redirect", "modify", 302 },
+    [SE_REGISTRATION_REQUIRED] = { "registration-required", "auth", 407 },
+    [SE_REMOTE_SERVER_NOT_FOUND] = { "remote-server-not-found", "cancel", 404 },
+    [SE_REMOTE_SERVER_TIMEOUT] = { "remote-server-timeout", "wait", 504 },
+    [SE_RESOURCE_CONSTRAINT] = { "resource-constraint", "wait", 500 },
+    [SE_SERVICE_UNAVAILABLE] = { "service-unavailable", "cancel", 503 },
+    [SE_SUBSCRIPTION_REQUIRED] = { "subscription-required", "auth", 407 },
+    [SE_UNDEFINED_CONDITION] = { "undefined-condition", "cancel", 500 },
+    [SE_UNEXPECTED_REQUEST] = { "unexpected-request", "wait", 400 },
 };
 
 static const char *const stream_conds[STE_END] = {
@@ -47,6 +51,7 @@ static const char *const stream_conds[STE_END] = {
 
 const char *stanza_error_name(unsigned e) { return e < SE_END ? stanza_conds[e].name : "undefined-condition"; }
 const char *stanza_error_type(unsigned e) { return e < SE_END ? stanza_conds[e].type : "cancel"; }
+unsigned stanza_error_code(unsigned e) { return e < SE_END ? stanza_conds[e].code : 0; }
 
 unsigned stanza_error_parse(const char *name, size_t len)
 {

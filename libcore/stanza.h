@@ -51,6 +51,9 @@ enum stream_error {
 const char *stanza_error_name(unsigned e);
 /* Its default error type per RFC 6120 §8.3.3 ("cancel", "wait"...). */
 const char *stanza_error_type(unsigned e);
+/* Its legacy numeric code (XEP-0086 §3, still wanted by XEP-0077 and
+ * XEP-0078 clients), 0 for a condition XEP-0086 does not map. */
+unsigned stanza_error_code(unsigned e);
 /* Condition by name; SE_NONE if unknown. */
 unsigned stanza_error_parse(const char *name, size_t len);
 /* Element name of a stream error condition. */

@@ -131,6 +131,9 @@ struct c2s_conn *c2s_find_lid(uint8_t listen, uint64_t lid);
 void c2s_conn_free(struct c2s_conn *c);
 
 /* c2s_stream.c: the state machine. */
+/* An IQ result from the server's domain to the client (to: its 'to', or
+ * NULL for none), with payload XML or empty; next as in c2s_send. */
+void c2s_iq_result(struct c2s_conn *c, const char *id, size_t idlen, const char *to, const char *payload, int next);
 void c2s_conn_open(uint8_t listen, const struct msg *m);
 void c2s_conn_stream(struct c2s_conn *c, const struct msg *m);
 void c2s_conn_element(struct c2s_conn *c, const struct msg *m);

@@ -98,25 +98,6 @@ int c2s_legacy_allowed(const struct c2s_conn *c, const char *domain)
 
 /* ---- answers ---- */
 
-/* The HTTP-style code of a condition (XEP-0086), which XEP-0078 §5 wants
- * next to the RFC 6120 condition. */
-static unsigned legacy_code(unsigned cond)
-{
-    switch (cond) {
-    case SE_BAD_REQUEST:
-    case SE_JID_MALFORMED:
-    case SE_UNEXPECTED_REQUEST: return 400;
-    case SE_NOT_AUTHORIZED: return 401;
-    case SE_FORBIDDEN: return 403;
-    case SE_NOT_ALLOWED: return 405;
-    case SE_NOT_ACCEPTABLE: return 406;
-    case SE_CONFLICT: return 409;
-    case SE_FEATURE_NOT_IMPLEMENTED: return 501;
-    case SE_SERVICE_UNAVAILABLE: return 503;
-    default: return 500;
-    }
-}
-
 /* An error answer to a jabber:iq:auth IQ. The query is not echoed: it
  * holds the password (XEP-0078 §3: error stanzas SHOULD NOT include it). */
 static void auth_error(struct c2s_conn *c, const char *id, size_t idlen, unsigned cond, int next)
@@ -129,24 +110,11 @@ static void auth_error(struct c2s_conn *c, const char *id, size_t idlen, unsigne
         buf_add_xml_escaped(out, id, idlen);
         buf_adds(out, "'");
     }
-    buf_addf(out, "><error code='%u' type='%s'><%s xmlns='" NS_STANZA_ERRORS "'/></error></iq>", legacy_code(cond),
+    /* XEP-0078 §5 wants the XEP-0086 code beside the condition (500 for
+     * the few conditions it does not map) */
+    unsigned code = stanza_error_code(cond);
+    buf_addf(out, "><error code='%u' type='%s'><%s xmlns='" NS_STANZA_ERRORS "'/></error></iq>", code ? code : 500,
              stanza_error_type(cond), stanza_error_name(cond));
-    c2s_send(c, out->data, out->len, next);
-}
-
-static void auth_result(struct c2s_conn *c, const char *id, size_t idlen, const char *payload, int next)
-{
-    struct buf *out = &S()->scratch2;
-    buf_clear(out);
-    buf_adds(out, "<iq type='result' id='");
-    buf_add_xml_escaped(out, id, idlen);
-    buf_adds(out, "' from='");
-    buf_add_xml_escaped(out, c->domain, strlen(c->domain));
-    buf_adds(out, payload ? "'>" : "'/>");
-    if (payload) {
-        buf_adds(out, payload);
-        buf_adds(out, "</iq>");
-    }
     c2s_send(c, out->data, out->len, next);
 }
 
@@ -244,7 +212,7 @@ static void auth_set(struct c2s_conn *c, const struct msg *m, const xml_node_t *
 /* The fields a client must send (XEP-0078 §3). No <digest/>: see the top. */
 static void auth_get(struct c2s_conn *c, const struct msg *m)
 {
-    auth_result(c, m->f[1].p, m->f[1].n,
+    c2s_iq_result(c, m->f[1].p, m->f[1].n, NULL,
                 "<query xmlns='" NS_IQ_AUTH "'><username/><password/><resource/></query>", 1);
 }
 
@@ -399,7 +367,7 @@ void c2s_legacy_bound(struct c2s_conn *c, const struct msg *m)
     b.flags = MSG_F_AUTHED;
     msg_set(&b, 0, c->jid);
     c2s_to_listen(c, &b);
-    auth_result(c, id ? id : "", id ? strlen(id) : 0, NULL, 1);
+    c2s_iq_result(c, id ? id : "", id ? strlen(id) : 0, NULL, NULL, 1);
     free(id);
 }
 

@@ -210,24 +210,6 @@ static void ip_refund(const char *key)
 
 /* ---------------- answers ---------------- */
 
-/* The legacy error code XEP-0077 §8 still asks servers to send
- * (XEP-0086 mapping), 0 when it defines none. */
-static unsigned legacy_code(unsigned cond)
-{
-    switch (cond) {
-    case SE_BAD_REQUEST: case SE_JID_MALFORMED: case SE_UNEXPECTED_REQUEST: return 400;
-    case SE_NOT_AUTHORIZED: return 401;
-    case SE_FORBIDDEN: return 403;
-    case SE_NOT_ALLOWED: return 405;
-    case SE_NOT_ACCEPTABLE: return 406;
-    case SE_REGISTRATION_REQUIRED: return 407;
-    case SE_CONFLICT: return 409;
-    case SE_INTERNAL_SERVER_ERROR: case SE_RESOURCE_CONSTRAINT: return 500;
-    case SE_SERVICE_UNAVAILABLE: return 503;
-    default: return 0;
-    }
-}
-
 /* Start an IQ answer from the server: <iq type=T id=.. from=domain [to=jid]. */
 static void iq_head(struct buf *out, const struct c2s_conn *c, const char *type, const char *id)
 {
@@ -254,7 +236,7 @@ static void send_answer(struct c2s_conn *c, const struct buf *out)
 static void answer_error(struct c2s_conn *c, const char *id, unsigned cond, const char *type, const char *text)
 {
     struct buf *out = &S()->scratch2;
-    unsigned code = legacy_code(cond);
+    unsigned code = stanza_error_code(cond); /* XEP-0077 §8 still asks for it */
     buf_clear(out);
     iq_head(out, c, "error", id);
     buf_addf(out, "><error type='%s'", type ? type : stanza_error_type(cond));
@@ -269,19 +251,12 @@ static void answer_error(struct c2s_conn *c, const char *id, unsigned cond, cons
     send_answer(c, out);
 }
 
+/* A result: before authentication listen waits for it (next), after it
+ * the answer goes to the bound JID, like every answer here (iq_head). */
 static void answer_result(struct c2s_conn *c, const char *id, const char *payload)
 {
-    struct buf *out = &S()->scratch2;
-    buf_clear(out);
-    iq_head(out, c, "result", id);
-    if (payload) {
-        buf_adds(out, ">");
-        buf_adds(out, payload);
-        buf_adds(out, "</iq>");
-    } else {
-        buf_adds(out, "/>");
-    }
-    send_answer(c, out);
+    int established = c->state == C2S_ESTABLISHED;
+    c2s_iq_result(c, id, strlen(id), established && c->jid ? c->jid : NULL, payload, !established);
 }
 
 /* The fields to fill in (§3.1), or what is on file for an authenticated

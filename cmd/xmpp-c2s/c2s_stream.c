@@ -250,17 +250,26 @@ void c2s_conn_stream(struct c2s_conn *c, const struct msg *m)
 
 /* ---- small replies ---- */
 
-/* An empty IQ result from the server (the session IQ). */
-static void iq_result(struct c2s_conn *c, const struct msg *m)
+void c2s_iq_result(struct c2s_conn *c, const char *id, size_t idlen, const char *to, const char *payload, int next)
 {
     struct buf *out = &S()->scratch2;
     buf_clear(out);
     buf_adds(out, "<iq type='result' id='");
-    buf_add_xml_escaped(out, m->f[1].p, m->f[1].n);
+    buf_add_xml_escaped(out, id, idlen);
     buf_adds(out, "' from='");
     buf_add_xml_escaped(out, c->domain, strlen(c->domain));
-    buf_adds(out, "'/>");
-    c2s_send(c, out->data, out->len, 0);
+    if (to) {
+        buf_adds(out, "' to='");
+        buf_add_xml_escaped(out, to, strlen(to));
+    }
+    if (payload) {
+        buf_adds(out, "'>");
+        buf_adds(out, payload);
+        buf_adds(out, "</iq>");
+    } else {
+        buf_adds(out, "'/>");
+    }
+    c2s_send(c, out->data, out->len, next);
 }
 
 /* A bare IQ error: an IQ must be answered (RFC 6120 §8.2.3) even when its
@@ -492,7 +501,7 @@ static void session_request(struct c2s_conn *c, const struct msg *m)
         iq_error_to_client(c, m, SE_BAD_REQUEST, NULL);
         return;
     }
-    iq_result(c, m);
+    c2s_iq_result(c, m->f[1].p, m->f[1].n, NULL, NULL, 0); /* the session IQ */
 }
 
 static void bound(struct c2s_conn *c, const struct msg *m)
