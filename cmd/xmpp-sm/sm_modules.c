@@ -26,6 +26,7 @@ struct xm_stanza {
     struct buf body;          /* a replaced body (cur.f[4] points here) */
     xml_node_t *x;            /* parsed on demand */
     int parsed;
+    int x_borrowed;           /* x is the caller's tree (IQ dispatch): not ours to free */
     char from[JID_STR_MAX], to[JID_STR_MAX], type[16];
     xm_host *h;               /* the running handler's */
     int stopped_with_error;   /* error() was called */
@@ -81,7 +82,7 @@ static void st_init(xm_stanza *st, struct sm *sm, const struct msg *m)
 
 static void st_free(xm_stanza *st)
 {
-    xml_free(st->x);
+    if (!st->x_borrowed) xml_free(st->x);
     buf_free(&st->body);
     buf_free(&st->text);
 }
@@ -144,8 +145,9 @@ static int st_replace(xm_stanza *st, const char *xml, size_t len)
     st->body = nb;
     st->cur.f[4].p = st->body.data;
     st->cur.f[4].n = st->body.len;
-    xml_free(st->x);
+    if (!st->x_borrowed) xml_free(st->x);
     st->x = x;
+    st->x_borrowed = 0;
     st->parsed = 1;
     snprintf(st->what, sizeof st->what, "changed the stanza");
     return 0;
@@ -234,8 +236,9 @@ static xm_stanza *st_iq_keep(xm_stanza *iq)
     xm_stanza *k = malloc(sizeof *k);
     if (!k) return NULL;
     memcpy(k, iq, sizeof *k);
-    k->x = NULL;
+    k->x = NULL; /* the caller's tree goes with the handler's return */
     k->parsed = 0;
+    k->x_borrowed = 0;
     k->text = (struct buf){ 0 };
     k->body = (struct buf){ 0 };
     buf_add(&k->body, iq->cur.f[4].p, iq->cur.f[4].n);
@@ -667,6 +670,9 @@ int sm_modules_iq(struct sm *sm, const struct msg *m, const xml_node_t *iq, cons
     }
     st_init(st, sm, m);
     st->h = q->h;
+    /* sm_iq_to_server parsed it already: the id of the result comes from there */
+    st->x = (xml_node_t *)(uintptr_t)iq;
+    st->parsed = st->x_borrowed = 1;
     q->fn(st, (const xm_node *)(const void *)payload, q->data);
     if (!st->answered && !st->given_away) {
         log_err("module %s: IQ handler for %s answered nothing; internal-server-error sent", q->h->mod->name, q->ns);
