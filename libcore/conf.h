@@ -87,6 +87,9 @@ const struct conf_host *conf_host(const struct conf *c, const char *domain, size
 #ifndef CONF_DEFAULT_MODULES
 #define CONF_DEFAULT_MODULES "disco ping version time last vcard private privacy blocking contact_info"
 #endif
+/* A whole number with an optional K/M/G (binary) suffix, as the size keys
+ * take it: 0, or -1 if v is not one. */
+int conf_parse_size(const char *v, unsigned long long *out);
 /* The modules enabled for host h, in configured order, into out (at
  * most max); returns how many. */
 size_t conf_host_modules(const struct conf *c, const struct conf_host *h, const char **out, size_t max);

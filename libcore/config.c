@@ -572,6 +572,8 @@ const struct conf_host *conf_host(const struct conf *c, const char *domain, size
     return NULL;
 }
 
+int conf_parse_size(const char *v, unsigned long long *out) { return parse_number(v, 1, out); }
+
 size_t conf_host_modules(const struct conf *c, const struct conf_host *h, const char **out, size_t max)
 {
     size_t n = 0;

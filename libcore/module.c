@@ -84,16 +84,14 @@ static long long api_option_size(xm_host *h, const char *key, long long def, lon
 {
     const struct conf_opt *o = lookup_opt(h, key);
     if (!o) return def;
-    char *end;
-    long long n = strtoll(o->value, &end, 10);
-    int shift = *end == 'K' || *end == 'k' ? 10 : *end == 'M' || *end == 'm' ? 20 : *end == 'G' || *end == 'g' ? 30 : 0;
-    if (shift) end++;
-    if (end == o->value || *end || n < 0 || n > (max >> shift) || (n << shift) < min) {
+    unsigned long long n;
+    if (conf_parse_size(o->value, &n) < 0 || (min > 0 && n < (unsigned long long)min) || max < 0 ||
+        n > (unsigned long long)max) {
         log_err("%s:%d: %s.%s: expected a number from %lld to %lld, got '%s'", h->ms->conf->path ? h->ms->conf->path : "?",
                 o->line, h->mod->name, key, min, max, o->value);
         return -1;
     }
-    return n << shift;
+    return (long long)n;
 }
 
 static int api_option_bool(xm_host *h, const char *key, int def)
